@@ -1,0 +1,1 @@
+"""Reading, rendering and checking training data."""
