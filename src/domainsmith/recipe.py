@@ -1,0 +1,185 @@
+"""The recipe: one YAML file describing a project (model, data, stages, evaluation), validated once here.
+
+Inner code takes these typed objects, never raw dicts. Unknown keys and wrong types are errors that name the key
+and, for a typo, the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import RecipeError
+from .models import DEFAULT_MODEL
+
+Role = Literal["domain", "general"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSource(_Strict):
+    """One instruction file. Its role says whether it teaches the domain or keeps general skills."""
+
+    path: Path = Field(description="JSONL or JSON-array file, relative to the recipe")
+    role: Role = Field("domain", description="domain | general")
+    format: Literal["auto", "alpaca", "sharegpt", "messages"] = Field("auto", description="record shape")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, gt=0, description="LoRA rank")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = Field("all-linear", description="module names, or 'all-linear'")
+
+
+class FreezeSettings(_Strict):
+    trainable_layers: int = Field(2, ge=0, description="train the last N decoder layers")
+    trainable_modules: list[str] = Field(
+        default_factory=list, description="extra parameter-name substrings to train, e.g. ['norm', 'lm_head']"
+    )
+
+
+class SFTStage(_Strict):
+    """Supervised fine-tuning on instruction data rendered with the model's own chat template."""
+
+    type: Literal["sft"] = "sft"
+    name: str = Field("sft", description="stage name; its outputs go to <run_dir>/<name>/")
+    finetuning: Literal["lora", "full", "freeze"] = "lora"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    freeze: FreezeSettings = Field(default_factory=FreezeSettings)
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(8, gt=0, description="examples per device per step")
+    grad_accum: int = Field(1, gt=0)
+    max_seq_len: int = Field(1024, gt=8, description="tokens; longer examples are truncated and counted")
+    max_grad_norm: float = Field(1.0, gt=0)
+    save_steps: int = Field(100, gt=0, description="checkpoint every N optimizer steps (a killed run resumes)")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 where the hardware has it")
+    merge: bool = Field(False, description="also write a merged full model (LoRA only)")
+
+
+Stage = Annotated[Union[SFTStage], Field(discriminator="type")]  # noqa: UP007 - more stage types join this union
+
+
+class QASuite(_Strict):
+    """Short-answer QA scored against gold answers: {"question", "answer", "aliases"?} per line."""
+
+    name: str
+    path: Path
+    role: Role = Field(description="domain (what should improve) or general (what must not be forgotten)")
+    match: Literal["contains", "exact"] = "contains"
+
+
+class EvalSettings(_Strict):
+    suites: list[QASuite] = Field(default_factory=list)
+    max_new_tokens: int = Field(48, gt=0)
+    batch_size: int = Field(32, gt=0)
+    allow_train_overlap: bool = Field(False, description="allow eval questions that also appear in training")
+
+
+class Recipe(_Strict):
+    name: str = Field(description="project name; outputs go to runs/<name> unless run_dir is set")
+    model: str = Field(DEFAULT_MODEL, description="alias, local HF dir, .gguf file or hub id")
+    run_dir: Path | None = None
+    seed: int = 0
+    data: list[DataSource] = Field(default_factory=list)
+    stages: list[Stage] = Field(default_factory=list)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    # Not part of the YAML: where the recipe lives, so relative paths resolve against it.
+    source: Path | None = Field(None, exclude=True)
+
+    def resolve(self, path: Path) -> Path:
+        base = self.source.parent if self.source else Path.cwd()
+        return path if path.is_absolute() else (base / path)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run_dir if self.run_dir is not None else Path("runs") / self.name
+
+    def stage(self, name: str) -> SFTStage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise RecipeError(f"no stage named '{name}' in the recipe; stages: {[s.name for s in self.stages]}")
+
+
+def _unwrap(annotation) -> type | None:
+    """The pydantic model inside list[X], X | None, Annotated[X, ...] (first model found)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (list, Union, types.UnionType, Annotated, dict):
+        for arg in typing.get_args(annotation):
+            found = _unwrap(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
+    """Follow an error location through the recipe models; drop the union tags pydantic inserts (e.g. 'sft')."""
+    shown: list = []
+    model: type[BaseModel] | None = Recipe
+    for i, part in enumerate(loc):
+        is_last = i == len(loc) - 1
+        if isinstance(part, str) and model is not None and part in model.model_fields:
+            shown.append(part)
+            if not is_last:
+                model = _unwrap(model.model_fields[part].annotation)
+        elif isinstance(part, int) or is_last:
+            shown.append(part)
+    return shown, model
+
+
+def _describe(error: dict) -> str:
+    shown, parent = _walk(tuple(error["loc"]))
+    where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(shown))
+    if error["type"] == "extra_forbidden":
+        valid = [k for k in (parent.model_fields if parent else {}) if k != "source"]
+        close = difflib.get_close_matches(str(shown[-1]), valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys here: {', '.join(valid)}"
+        return f"unknown key '{where}'{hint}"
+    if error["type"] == "missing":
+        return f"missing required key '{where}'"
+    return f"'{where}': {error['msg']} (got {error.get('input')!r})"
+
+
+def parse_recipe(data: object, source: Path | None = None) -> Recipe:
+    where = str(source) if source else "recipe"
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: the recipe must be a YAML mapping of keys to values")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        raise RecipeError(f"{where}: invalid recipe:\n  {lines}") from None
+    recipe.source = source
+    names = [s.name for s in recipe.stages]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"{where}: stage names must be unique, got {names}")
+    return recipe
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{path}{at}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_recipe(data, path.resolve())

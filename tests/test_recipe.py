@@ -1,0 +1,48 @@
+import pytest
+
+from domainsmith.errors import RecipeError
+from domainsmith.recipe import load_recipe, parse_recipe
+
+
+def test_unknown_key_names_closest_valid_key():
+    with pytest.raises(RecipeError) as exc:
+        parse_recipe({"name": "x", "stages": [{"type": "sft", "finetunning": "lora"}]})
+    assert "unknown key 'stages[0].finetunning'; did you mean 'finetuning'?" in str(exc.value)
+
+
+def test_wrong_type_and_bad_choice_name_the_key():
+    with pytest.raises(RecipeError) as exc:
+        parse_recipe({"name": "x", "data": [{"path": "a", "role": "domian"}], "stages": [{"epochs": "many"}]})
+    msg = str(exc.value)
+    assert "'data[0].role'" in msg and "'stages[0].epochs'" in msg
+
+
+def test_nested_unknown_key_lists_valid_keys():
+    with pytest.raises(RecipeError, match="valid keys here: r, alpha, dropout, target_modules"):
+        parse_recipe({"name": "x", "stages": [{"lora": {"rank": 8}}]})
+
+
+def test_duplicate_stage_names_refused():
+    with pytest.raises(RecipeError, match="unique"):
+        parse_recipe({"name": "x", "stages": [{"type": "sft"}, {"type": "sft"}]})
+
+
+def test_yaml_syntax_error_has_line(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nstages:\n  - type: sft\n   bad: [\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"r\.yaml:\d+: invalid YAML"):
+        load_recipe(path)
+
+
+def test_paths_resolve_relative_to_recipe(tmp_path):
+    path = tmp_path / "sub" / "r.yaml"
+    path.parent.mkdir()
+    path.write_text("name: x\ndata: [{path: d.jsonl}]\n", encoding="utf-8")
+    recipe = load_recipe(path)
+    assert recipe.resolve(recipe.data[0].path) == tmp_path / "sub" / "d.jsonl"
+    assert recipe.out_dir.as_posix() == "runs/x"
+
+
+def test_demo_recipe_is_valid():
+    recipe = load_recipe("examples/demo/recipe.yaml")
+    assert [s.name for s in recipe.eval.suites] == ["domain_qa", "general_probe"]
