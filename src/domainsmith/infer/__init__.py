@@ -1,0 +1,1 @@
+"""Generation with a model and optional adapter."""

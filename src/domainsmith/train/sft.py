@@ -1,0 +1,167 @@
+"""The `sft` stage: instruction tuning with LoRA, full or freeze fine-tuning on the HF Trainer.
+
+Outputs in the stage dir: `adapter/` (LoRA) or `model/` (full, freeze), `merged/` on request, `loss.jsonl`
+(every step), `rejects.jsonl` (skipped records, when skipping was asked for). `checkpoints/` holds Trainer
+checkpoints while the stage runs, so re-running after a crash resumes; it is removed when the stage completes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.chat_format import tokenize_conversations
+from ..data.instructions import OnBadRecord
+from ..data.sources import load_instruction_sources
+from ..errors import DataError
+from ..files import atomic_write_jsonl, replace_dir
+from ..model_loading import load_causal_lm, load_tokenizer
+from ..precision import use_bf16
+from ..recipe import Recipe, SFTStage
+from .callbacks import JsonlLossLogger, RichProgress
+from .collate import PadCollator
+from .finetuning import count_parameters, prepare_trainable
+from .target_loss import TargetLogitsTrainer
+
+
+@dataclass
+class SFTResult:
+    artifact: str  # "adapter" or "model": the subdir of the stage dir to load
+    metrics: dict
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
+def run_sft(
+    recipe: Recipe,
+    stage: SFTStage,
+    model_path: str,
+    stage_dir: Path,
+    on_bad_record: OnBadRecord = "fail",
+    show_progress: bool = True,
+) -> SFTResult:
+    """Train one SFT stage from `model_path` (a resolved base model or the previous stage's model)."""
+    from transformers import TrainingArguments, set_seed
+
+    set_seed(recipe.seed)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    sources = load_instruction_sources(recipe, on_bad_record)
+    if sources.rejects:
+        atomic_write_jsonl(
+            stage_dir / "rejects.jsonl",
+            [{"source": r.source, "line": r.line, "reason": r.reason, "record": r.record} for r in sources.rejects],
+        )
+    tokenizer = load_tokenizer(model_path, padding_side="right")
+    examples, tok_stats = tokenize_conversations(tokenizer, sources.conversations, stage.max_seq_len)
+    if not examples:
+        raise DataError(recipe.source or "recipe", "no training example has an assistant token within max_seq_len")
+
+    bf16 = use_bf16(stage.precision)
+    # Frozen LoRA base weights need no fp32 master copy: holding them in bf16 saves memory and the per-step cast.
+    base_dtype = "bfloat16" if bf16 and stage.finetuning == "lora" else "float32"
+    model = load_causal_lm(model_path, dtype=base_dtype, trainable=True)
+    model = prepare_trainable(model, stage, recipe.seed)
+    params = count_parameters(model)
+
+    import torch
+
+    ckpt_dir = stage_dir / "checkpoints"
+    args = TrainingArguments(
+        use_cpu=not torch.cuda.is_available(),
+        output_dir=str(ckpt_dir),
+        num_train_epochs=stage.epochs,
+        per_device_train_batch_size=stage.batch_size,
+        gradient_accumulation_steps=stage.grad_accum,
+        learning_rate=stage.learning_rate,
+        lr_scheduler_type=stage.lr_scheduler,
+        warmup_steps=stage.warmup_ratio,
+        weight_decay=stage.weight_decay,
+        max_grad_norm=stage.max_grad_norm,
+        bf16=bf16,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=stage.save_steps,
+        save_total_limit=2,
+        train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding computed
+        report_to="none",
+        disable_tqdm=True,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        remove_unused_columns=False,
+    )
+    dataset = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
+    callbacks = [JsonlLossLogger(stage_dir / "loss.jsonl")]
+    if show_progress:
+        callbacks.append(RichProgress(f"sft:{stage.name}"))
+    trainer = TargetLogitsTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        callbacks=callbacks,
+        optimizer_cls_and_kwargs=_loraplus_optimizer(stage, model),
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; loss.jsonl and the progress bar replace it
+    resume = _last_checkpoint(ckpt_dir)
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - started
+
+    artifact = "adapter" if stage.finetuning == "lora" else "model"
+    if trainer.is_world_process_zero():
+        _save_outputs(trainer.model, tokenizer, stage, stage_dir, artifact)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    metrics = {
+        "finetuning": stage.finetuning,
+        "precision": "bf16" if bf16 else "fp32",
+        "parameters": params,
+        "data": {"sources": sources.per_source, "rejected": len(sources.rejects), **tok_stats.as_dict()},
+        "train_loss": output.training_loss,
+        "steps": output.global_step,
+        "resumed_from": resume,
+        "train_seconds": round(train_seconds, 1),
+        "train_tokens": tok_stats.tokens * stage.epochs,
+    }
+    return SFTResult(artifact=artifact, metrics=metrics)
+
+
+def _loraplus_optimizer(stage: SFTStage, model):
+    """LoRA+ (Hayou et al. 2024): B matrices learn `ratio` times faster than A; None keeps the Trainer's AdamW.
+
+    The scheduler scales every group's lr by the same factor, so the ratio holds through warmup and decay.
+    """
+    if stage.finetuning != "lora" or stage.lora.loraplus_lr_ratio is None:
+        return None
+    import torch
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    fast = [p for n, p in trainable if "lora_B" in n]
+    rest = [p for n, p in trainable if "lora_B" not in n]
+    groups = [
+        {"params": rest, "lr": stage.learning_rate},
+        {"params": fast, "lr": stage.learning_rate * stage.lora.loraplus_lr_ratio},
+    ]
+    return torch.optim.AdamW, {"params": groups, "lr": stage.learning_rate, "weight_decay": stage.weight_decay}
+
+
+def _save_outputs(model, tokenizer, stage: SFTStage, stage_dir: Path, artifact: str) -> None:
+    """Write the trained weights (and the tokenizer, so each dir loads on its own) atomically."""
+    tmp = stage_dir / f".{artifact}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, stage_dir / artifact)
+    if stage.merge and stage.finetuning == "lora":
+        merged_tmp = stage_dir / ".merged.tmp"
+        shutil.rmtree(merged_tmp, ignore_errors=True)
+        model.merge_and_unload().save_pretrained(merged_tmp)
+        tokenizer.save_pretrained(merged_tmp)
+        replace_dir(merged_tmp, stage_dir / "merged")
