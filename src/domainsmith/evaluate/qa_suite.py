@@ -1,0 +1,87 @@
+"""Short-answer QA suite: ask each question with the model's chat template, score against the gold answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.json_records import BadRecord, iter_json_records
+from ..errors import DataError
+from ..infer.generation import generate_batch
+from .answer_match import contains_match, exact_match
+
+
+@dataclass
+class QAItem:
+    id: str
+    question: str
+    answers: list[str]  # the gold answer first, then accepted aliases
+
+
+def load_qa_items(path: Path) -> list[QAItem]:
+    """Read {"question": str, "answer": str, "aliases": [str]?, "id": str?} records; any bad record is an error."""
+    items: list[QAItem] = []
+    seen: set[str] = set()
+    for rec in iter_json_records(path):
+        if isinstance(rec, BadRecord):
+            raise DataError(path, rec.reason, rec.line)
+        value = rec.value
+        if not isinstance(value, dict):
+            raise DataError(path, "record must be a JSON object", rec.line)
+        question, answer = value.get("question"), value.get("answer")
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(path, "missing or empty string field 'question'", rec.line)
+        if not isinstance(answer, str) or not answer.strip():
+            raise DataError(path, "missing or empty string field 'answer'", rec.line)
+        aliases = value.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise DataError(path, "field 'aliases' must be a list of strings", rec.line)
+        item_id = str(value.get("id", f"line{rec.line}"))
+        if item_id in seen:
+            raise DataError(path, f"duplicate id '{item_id}'", rec.line)
+        seen.add(item_id)
+        items.append(QAItem(item_id, question, [answer, *aliases]))
+    if not items:
+        raise DataError(path, "no QA items in file")
+    return items
+
+
+def score_qa(
+    model,
+    tokenizer,
+    items: list[QAItem],
+    match: str = "contains",
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    bf16: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
+    """Accuracy plus one record per item (so before/after can be compared item by item)."""
+    chats = [[{"role": "user", "content": it.question}] for it in items]
+    predictions = generate_batch(model, tokenizer, chats, max_new_tokens, batch_size, bf16, on_batch)
+    matcher = contains_match if match == "contains" else exact_match
+    records = [
+        {
+            "id": it.id,
+            "question": it.question,
+            "gold": it.answers[0],
+            "prediction": p,
+            "correct": matcher(p, it.answers),
+        }
+        for it, p in zip(items, predictions, strict=True)
+    ]
+    correct = sum(r["correct"] for r in records)
+    return {"accuracy": correct / len(records), "correct": correct, "n": len(records), "items": records}
+
+
+def paired_flips(before: dict, after: dict) -> dict:
+    """Count items that went wrong->right (learned) and right->wrong (forgotten), matched by id."""
+    b = {r["id"]: r["correct"] for r in before["items"]}
+    a = {r["id"]: r["correct"] for r in after["items"]}
+    common = b.keys() & a.keys()
+    return {
+        "n": len(common),
+        "learned": sum(1 for i in common if a[i] and not b[i]),
+        "forgotten": sum(1 for i in common if b[i] and not a[i]),
+    }
