@@ -1,0 +1,313 @@
+"""The `domainsmith` command: parse arguments, call the library, print. User errors exit 2 without a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import DomainsmithError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build vertical-domain LLMs and measure them.")
+models_app = typer.Typer(no_args_is_help=True, help="Model aliases and the conversion cache.")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
+BadOpt = Annotated[
+    str,
+    typer.Option(
+        "--on-bad-record",
+        help="fail (default): stop at the first malformed record; skip: write it to rejects.jsonl and go on",
+    ),
+]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def user_errors(fn):
+    """Print DomainsmithError as one clear message and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DomainsmithError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _bad_record_mode(value: str) -> str:
+    if value not in ("fail", "skip"):
+        raise DomainsmithError(f"--on-bad-record must be 'fail' or 'skip', got '{value}'")
+    return value
+
+
+def _log(message: str) -> None:
+    err.print(f"[dim]•[/] {message}", highlight=False)
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _summary_table(summary: dict) -> Table:
+    table = Table(title="before / after (same items)")
+    for col in ("suite", "role", "n", "before", "after", "change", "learned", "forgotten"):
+        table.add_column(col, justify="left" if col in ("suite", "role") else "right")
+    for name, row in summary.items():
+        if not isinstance(row, dict) or "before" not in row or not isinstance(row["before"], float | int):
+            continue
+        delta = row["after"] - row["before"]
+        color = "green" if (delta >= 0) else "red"
+        table.add_row(
+            name,
+            row["role"],
+            str(row["n"]),
+            f"{row['before']:.3f}",
+            f"{row['after']:.3f}",
+            f"[{color}]{delta:+.3f}[/]",
+            str(row["flips"]["learned"]),
+            str(row["flips"]["forgotten"]),
+        )
+    return table
+
+
+@app.command()
+@user_errors
+def run(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = "fail"):
+    """Train every stage, evaluate base and trained models on the same items, write summary.json."""
+    from .pipeline import run_recipe
+    from .recipe import load_recipe
+
+    _quiet_libraries()
+    r = load_recipe(recipe)
+    summary = run_recipe(r, _bad_record_mode(on_bad_record), _log, show_progress=not json_out)
+    if json_out:
+        _print_json(summary)
+    else:
+        out.print(_summary_table(summary))
+        out.print(f"summary: {r.out_dir / 'summary.json'}   details: {r.out_dir / 'eval.json'}")
+
+
+@app.command()
+@user_errors
+def train(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = "fail"):
+    """Train the recipe's stages (up-to-date stages are reused; an interrupted stage resumes)."""
+    from .pipeline import stage_metrics, train_recipe
+    from .recipe import load_recipe
+
+    _quiet_libraries()
+    r = load_recipe(recipe)
+    variants = train_recipe(r, _bad_record_mode(on_bad_record), _log, show_progress=not json_out)
+    result = {"variants": [v.__dict__ for v in variants], "stages": stage_metrics(r)}
+    if json_out:
+        _print_json(result)
+    else:
+        for v in variants[1:]:
+            m = result["stages"].get(v.name, {})
+            out.print(
+                f"{v.name}: {m.get('finetuning')} loss {m.get('train_loss', float('nan')):.4f}, "
+                f"{m.get('steps')} steps, {m.get('train_seconds')} s -> {v.adapter or v.model_path}"
+            )
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(recipe: RecipeArg, json_out: JsonOpt = False):
+    """Evaluate the base model and every trained stage on the recipe's suites; write eval.json."""
+    from .pipeline import check_no_leakage, evaluate_recipe, existing_variants
+    from .recipe import load_recipe
+
+    _quiet_libraries()
+    r = load_recipe(recipe)
+    overlaps = check_no_leakage(r, "fail", _log)
+    report = evaluate_recipe(r, existing_variants(r, _log), _log, show_progress=not json_out, overlaps=overlaps)
+    if json_out:
+        _print_json({k: v for k, v in report.items() if k != "items"})
+        return
+    table = Table(title=f"accuracy ({r.out_dir / 'eval.json'})")
+    table.add_column("variant")
+    for suite in r.eval.suites:
+        table.add_column(f"{suite.name} ({suite.role})", justify="right")
+    for name, v in report["variants"].items():
+        table.add_row(name, *(f"{v['suites'][s.name]['accuracy']:.3f}" for s in r.eval.suites))
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def plan(
+    recipe: Annotated[Path | None, typer.Argument(help="recipe YAML: inspect its data and model (optional)")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="model parameters: 7e9, 7B, 1.3B, 175B")] = None,
+    tokens: Annotated[str | None, typer.Option("--tokens", help="training tokens: 300B, 2T, 1e12")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="GPU from the catalog: H100, A100-80G, 910B ...")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="number of GPUs (default 1, or detected)")] = None,
+    mfu: Annotated[float, typer.Option("--mfu", help="model FLOPs utilisation, a fraction of the peak")] = 0.4,
+    price_per_gpu_hour: Annotated[
+        float | None, typer.Option("--price-per-gpu-hour", help="price of one GPU-hour, any currency")
+    ] = None,
+    method: Annotated[str | None, typer.Option("--method", help="full | freeze | lora | qlora")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="sequences per GPU per micro-step")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="tokens per sequence")] = None,
+    gpu_file: Annotated[
+        Path | None, typer.Option("--gpu-file", help="YAML/JSON: NAME: {peak_tflops, memory_gib, bf16, source}")
+    ] = None,
+    knowledge_changes_often: Annotated[
+        bool, typer.Option("--knowledge-changes-often", help="the domain knowledge changes often")
+    ] = False,
+    must_cite: Annotated[bool, typer.Option("--must-cite", help="answers must cite their sources")] = False,
+    budget_gpu_hours: Annotated[
+        float | None, typer.Option("--budget-gpu-hours", help="GPU-hours you can spend")
+    ] = None,
+    grad_checkpointing: Annotated[
+        bool, typer.Option("--grad-checkpointing", help="size activations with gradient checkpointing")
+    ] = False,
+    json_out: JsonOpt = False,
+):
+    """Plan before spending GPUs: strategy advice, training FLOPs / GPU-hours / cost, per-GPU memory."""
+    from .plan import PlanRequest, plan_command, render_plan
+
+    result = plan_command(
+        PlanRequest(
+            recipe=recipe,
+            params=params,
+            tokens=tokens,
+            gpu=gpu,
+            gpus=gpus,
+            mfu=mfu,
+            price_per_gpu_hour=price_per_gpu_hour,
+            method=method,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            gpu_file=gpu_file,
+            knowledge_changes_often=knowledge_changes_often,
+            needs_citations=must_cite,
+            budget_gpu_hours=budget_gpu_hours,
+            grad_checkpointing=grad_checkpointing,
+        )
+    )
+    if json_out:
+        _print_json(result)
+    else:
+        render_plan(result, out)
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="alias, HF model dir, .gguf file or hub id")]
+AdapterOpt = Annotated[Path | None, typer.Option("--adapter", "-a", help="PEFT adapter dir")]
+
+
+@app.command()
+@user_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="the question")],
+    model: ModelOpt = "smollm2-135m-instruct",
+    adapter: AdapterOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate at most")] = 256,
+    json_out: JsonOpt = False,
+):
+    """Answer one question (greedy decoding) with the model and optional adapter."""
+    from .infer.generation import generate_batch
+    from .model_loading import load_for_inference
+
+    _quiet_libraries()
+    tok, lm = load_for_inference(model, adapter, on_convert=_log)
+    answer = generate_batch(lm, tok, [[{"role": "user", "content": question}]], max_new_tokens, 1)[0]
+    if json_out:
+        _print_json({"question": question, "answer": answer, "model": model, "adapter": str(adapter or "") or None})
+    else:
+        out.print(answer, highlight=False)
+
+
+@app.command()
+@user_errors
+def chat(
+    model: ModelOpt = "smollm2-135m-instruct",
+    adapter: AdapterOpt = None,
+    system: Annotated[str | None, typer.Option(help="system prompt (default: the model template's own)")] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens per reply at most")] = 512,
+):
+    """Interactive chat with streaming replies. Empty line or Ctrl-D quits; /reset clears the history."""
+    from .infer.generation import stream_reply
+    from .model_loading import load_for_inference
+
+    _quiet_libraries()
+    tok, lm = load_for_inference(model, adapter, on_convert=_log)
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    start = list(history)
+    err.print("[dim]chat: empty line or Ctrl-D quits, /reset clears history[/]")
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        if line.strip() == "/reset":
+            history = list(start)
+            continue
+        history.append({"role": "user", "content": line})
+        sys.stdout.write("bot> ")
+        reply = []
+        for piece in stream_reply(lm, tok, history, max_new_tokens, temperature):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            reply.append(piece)
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(reply).strip()})
+
+
+@models_app.command("list")
+@user_errors
+def models_list(json_out: JsonOpt = False):
+    """Show model aliases, whether their weights package is installed and whether they are converted."""
+    from .models import alias_status, domainsmith_home
+
+    rows = alias_status()
+    if json_out:
+        _print_json({"home": str(domainsmith_home()), "aliases": rows})
+        return
+    table = Table(title=f"model aliases (cache: {domainsmith_home()})")
+    for col in ("alias", "installed", "converted", "description"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            row["alias"],
+            "yes" if row["package_installed"] else f"no: {row['install']}",
+            "yes" if row["converted"] else "no (converted on first use)",
+            row["description"],
+        )
+    out.print(table)
+
+
+@models_app.command("convert")
+@user_errors
+def models_convert(name: Annotated[str, typer.Argument(help="alias or .gguf file")]):
+    """Convert an alias or GGUF file to an HF model dir in the cache now (otherwise done on first use)."""
+    from .models import resolve_model
+
+    _quiet_libraries()
+    out.print(resolve_model(name, on_convert=_log))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,45 @@
+"""Stage manifests: what a stage was built from, so re-runs skip what is up to date and resume what died."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import atomic_write_json
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class StageState:
+    status: str  # "missing" | "running" | "complete" | "stale"
+    manifest: dict
+
+
+def stage_state(stage_dir: Path, fingerprint: str) -> StageState:
+    path = stage_dir / MANIFEST
+    if not path.is_file():
+        return StageState("missing", {})
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("fingerprint") != fingerprint:
+        return StageState("stale", manifest)
+    return StageState(manifest.get("status", "running"), manifest)
+
+
+def begin_stage(stage_dir: Path, fingerprint: str, inputs: dict) -> StageState:
+    """Prepare `stage_dir` for (re)running: a stale dir is cleared, a dir that died with the same inputs is kept."""
+    state = stage_state(stage_dir, fingerprint)
+    if state.status == "stale":
+        shutil.rmtree(stage_dir)
+    if state.status != "running":
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stage_dir / MANIFEST, {"fingerprint": fingerprint, "status": "running", "inputs": inputs})
+    return state
+
+
+def complete_stage(stage_dir: Path, fingerprint: str, inputs: dict, result: dict) -> None:
+    atomic_write_json(
+        stage_dir / MANIFEST, {"fingerprint": fingerprint, "status": "complete", "inputs": inputs, "result": result}
+    )

@@ -1,0 +1,253 @@
+"""The recipe's path end to end: train each stage (skipping what is up to date), evaluate every model variant on
+the same items, and summarize before/after. Each step is a plain function the CLI calls.
+
+Run dir layout: <run_dir>/<stage>/ (manifest.json, adapter/ or model/, loss.jsonl), <run_dir>/eval/<variant>.json
+(cached per variant), <run_dir>/eval.json, <run_dir>/summary.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data.instructions import OnBadRecord
+from .data.sources import load_instruction_sources
+from .errors import LeakageError
+from .evaluate.leakage import find_overlaps
+from .evaluate.qa_suite import QAItem, load_qa_items, paired_flips, score_qa
+from .files import atomic_write_json, file_sha256, json_sha256, read_json
+from .manifest import begin_stage, complete_stage, stage_state
+from .models import resolve_model
+from .recipe import Recipe
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Variant:
+    """A model to evaluate: base weights plus an optional adapter, identified by the fingerprint of its inputs."""
+
+    name: str
+    model_path: str
+    adapter: str | None
+    fingerprint: str
+
+
+def _data_fingerprint(recipe: Recipe) -> list[dict]:
+    return [
+        {"path": str(s.path), "role": s.role, "format": s.format, "sha256": file_sha256(recipe.resolve(s.path))}
+        for s in recipe.data
+    ]
+
+
+def _dir_identity(path: str) -> list:
+    """Names, sizes and mtimes of a local model dir's files: cheap, and changes whenever the weights change."""
+    p = Path(path)
+    if not p.is_dir():
+        return [path]  # a hub id: its name is all we know
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
+
+
+def base_variant(recipe: Recipe, log: Log = print) -> Variant:
+    path = resolve_model(recipe.model, on_convert=log)
+    return Variant("base", path, None, json_sha256({"model": recipe.model, "path": path, "files": _dir_identity(path)}))
+
+
+def check_no_leakage(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print) -> list[dict]:
+    """Refuse eval items that appear in training data, unless the recipe explicitly allows it (then report them)."""
+    if not recipe.eval.suites or not recipe.data:
+        return []
+    suites = {s.name: load_qa_items(recipe.resolve(s.path)) for s in recipe.eval.suites}
+    conversations = load_instruction_sources(recipe, on_bad_record).conversations
+    overlaps = find_overlaps(suites, conversations)
+    rows = [o.__dict__ for o in overlaps]
+    if overlaps and not recipe.eval.allow_train_overlap:
+        first = overlaps[0]
+        raise LeakageError(
+            f"{len(overlaps)} eval item(s) also appear in training data, e.g. suite '{first.suite}' item "
+            f"'{first.item_id}' ({first.question!r}) at {first.train_source}:{first.train_line}. Remove them from "
+            "training, or set eval.allow_train_overlap: true to report them instead of refusing."
+        )
+    if overlaps:
+        log(f"warning: {len(overlaps)} eval items overlap training data (allowed by the recipe)")
+    return rows
+
+
+def train_recipe(
+    recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print, show_progress: bool = True
+) -> list[Variant]:
+    """Train every stage in order; a stage whose inputs are unchanged is reused, one that died is resumed."""
+    check_no_leakage(recipe, on_bad_record, log)
+    return _walk_stages(recipe, log, train=True, on_bad_record=on_bad_record, show_progress=show_progress)
+
+
+def existing_variants(recipe: Recipe, log: Log = print) -> list[Variant]:
+    """The base model plus every stage already trained with the recipe's current inputs (nothing is trained)."""
+    return _walk_stages(recipe, log, train=False)
+
+
+def _walk_stages(
+    recipe: Recipe, log: Log, train: bool, on_bad_record: OnBadRecord = "fail", show_progress: bool = True
+) -> list[Variant]:
+    from .train.sft import run_sft
+
+    base = base_variant(recipe, log)
+    variants = [base]
+    input_path, parent_fp = base.model_path, base.fingerprint
+    data_fp = _data_fingerprint(recipe) if recipe.stages else []
+    for i, stage in enumerate(recipe.stages):
+        is_last = i == len(recipe.stages) - 1
+        # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged.
+        stage = stage.model_copy(update={"merge": stage.merge or (stage.finetuning == "lora" and not is_last)})
+        stage_dir = recipe.out_dir / stage.name
+        inputs = {
+            "model_path": input_path,
+            "parent": parent_fp,
+            "stage": stage.model_dump(mode="json"),
+            "seed": recipe.seed,
+            "data": data_fp,
+        }
+        fp = json_sha256(inputs)
+        state = stage_state(stage_dir, fp)
+        if state.status == "complete":
+            log(f"stage '{stage.name}': up to date, reusing {stage_dir}")
+            result = state.manifest["result"]
+        elif not train:
+            log(f"stage '{stage.name}': not trained with the current recipe (run `domainsmith train`); skipped")
+            break
+        else:
+            verb = "resuming" if state.status == "running" else "training"
+            log(f"stage '{stage.name}': {verb} ({stage.finetuning} {stage.type}) -> {stage_dir}")
+            begin_stage(stage_dir, fp, inputs)
+            sft = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress)
+            result = {"artifact": sft.artifact, "metrics": sft.metrics}
+            complete_stage(stage_dir, fp, inputs, result)
+        artifact = stage_dir / result["artifact"]
+        if result["artifact"] == "adapter":
+            variants.append(Variant(stage.name, input_path, str(artifact), fp))
+            next_input = str(stage_dir / "merged")
+        else:
+            variants.append(Variant(stage.name, str(artifact), None, fp))
+            next_input = str(artifact)
+        input_path, parent_fp = next_input, fp
+    return variants
+
+
+def stage_metrics(recipe: Recipe) -> dict[str, dict]:
+    out = {}
+    for stage in recipe.stages:
+        path = recipe.out_dir / stage.name / "manifest.json"
+        if path.is_file():
+            out[stage.name] = read_json(path).get("result", {}).get("metrics", {})
+    return out
+
+
+def _evaluate_variant(recipe: Recipe, variant: Variant, suites: dict[str, list[QAItem]], log: Log, show_progress: bool):
+    """Score one variant on every suite; cached in <run_dir>/eval/<variant>.json keyed by all inputs."""
+    from .model_loading import load_causal_lm, load_tokenizer
+    from .precision import use_bf16
+
+    settings = recipe.eval.model_dump(mode="json")
+    bf16 = use_bf16("auto")
+    suite_fp = {s.name: file_sha256(recipe.resolve(s.path)) for s in recipe.eval.suites}
+    fp = json_sha256({"variant": variant.fingerprint, "suites": suite_fp, "settings": settings, "bf16": bf16})
+    cache = recipe.out_dir / "eval" / f"{variant.name}.json"
+    if cache.is_file():
+        cached = read_json(cache)
+        if cached.get("fingerprint") == fp:
+            log(f"eval '{variant.name}': up to date, reusing {cache}")
+            return cached["suites"]
+    tokenizer = load_tokenizer(variant.model_path, padding_side="left")
+    model = load_causal_lm(variant.model_path, adapter=variant.adapter, merge=True)
+    results = {}
+    for suite in recipe.eval.suites:
+        items = suites[suite.name]
+        with _progress(f"eval {variant.name}:{suite.name}", len(items), show_progress) as advance:
+            result = score_qa(
+                model, tokenizer, items, suite.match, recipe.eval.max_new_tokens, recipe.eval.batch_size, bf16, advance
+            )
+        result["role"] = suite.role
+        results[suite.name] = result
+        log(f"eval '{variant.name}' {suite.name}: {result['accuracy']:.3f} ({result['correct']}/{result['n']})")
+    atomic_write_json(cache, {"fingerprint": fp, "variant": variant.__dict__, "suites": results})
+    return results
+
+
+class _progress:
+    """A rich progress bar over items, or a no-op."""
+
+    def __init__(self, description: str, total: int, enabled: bool):
+        self.description, self.total, self.enabled = description, total, enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.description, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+
+
+def evaluate_recipe(
+    recipe: Recipe, variants: list[Variant], log: Log = print, show_progress: bool = True, overlaps=None
+) -> dict:
+    """Score every variant on every suite (same items), compare first (base) and last, write eval.json."""
+    suites = {s.name: load_qa_items(recipe.resolve(s.path)) for s in recipe.eval.suites}
+    scored = {v.name: _evaluate_variant(recipe, v, suites, log, show_progress) for v in variants}
+    first, last = variants[0].name, variants[-1].name
+    comparisons = {}
+    for suite in recipe.eval.suites:
+        before, after = scored[first][suite.name], scored[last][suite.name]
+        comparisons[suite.name] = {
+            "role": suite.role,
+            "before": before["accuracy"],
+            "after": after["accuracy"],
+            "n": before["n"],
+            "flips": paired_flips(before, after),
+        }
+    report = {
+        "before_variant": first,
+        "after_variant": last,
+        "comparisons": comparisons,
+        "variants": {
+            v.name: {
+                "model": v.model_path,
+                "adapter": v.adapter,
+                "suites": {
+                    k: {x: r[x] for x in ("accuracy", "correct", "n", "role")} for k, r in scored[v.name].items()
+                },
+            }
+            for v in variants
+        },
+        "train_eval_overlap": overlaps or [],
+        "items": {v: {k: r["items"] for k, r in s.items()} for v, s in scored.items()},
+    }
+    atomic_write_json(recipe.out_dir / "eval.json", report)
+    return report
+
+
+def summarize(recipe: Recipe, report: dict) -> dict:
+    """summary.json: per suite before/after/n, plus each stage's training metrics."""
+    summary = {
+        name: {"before": c["before"], "after": c["after"], "n": c["n"], "role": c["role"], "flips": c["flips"]}
+        for name, c in report["comparisons"].items()
+    }
+    summary["variants"] = {"before": report["before_variant"], "after": report["after_variant"]}
+    summary["stages"] = stage_metrics(recipe)
+    atomic_write_json(recipe.out_dir / "summary.json", summary)
+    return summary
+
+
+def run_recipe(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print, show_progress: bool = True):
+    """Everything the recipe describes: train (reusing what is up to date), evaluate, summarize."""
+    overlaps = check_no_leakage(recipe, on_bad_record, log)
+    variants = _walk_stages(recipe, log, train=True, on_bad_record=on_bad_record, show_progress=show_progress)
+    report = evaluate_recipe(recipe, variants, log, show_progress, overlaps)
+    return summarize(recipe, report)
