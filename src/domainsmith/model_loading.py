@@ -27,8 +27,14 @@ def load_tokenizer(model_path: str, padding_side: str = "right"):
     return tok
 
 
-def load_causal_lm(model_path: str, adapter: str | Path | None = None, dtype: str = "float32", trainable=False):
-    """Load a causal LM (fp32 master weights by default; bf16 comes from autocast) and an optional adapter."""
+def load_causal_lm(
+    model_path: str, adapter: str | Path | None = None, dtype: str = "float32", trainable=False, merge=False
+):
+    """Load a causal LM (fp32 master weights by default; bf16 comes from autocast) and an optional adapter.
+
+    `merge` folds a LoRA adapter into the weights: identical outputs, and generation no longer pays for the
+    extra adapter matmuls at every token.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -43,6 +49,8 @@ def load_causal_lm(model_path: str, adapter: str | Path | None = None, dtype: st
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+        if merge and not trainable:
+            model = model.merge_and_unload()
     if not trainable:
         model.eval()
     return model
@@ -52,5 +60,5 @@ def load_for_inference(model: str, adapter: str | Path | None = None, on_convert
     """Resolve `model`, then load tokenizer (left padding, for batched generation) and model."""
     path = resolve_model(model, on_convert=on_convert)
     tok = load_tokenizer(path, padding_side="left")
-    lm = load_causal_lm(path, adapter=adapter)
+    lm = load_causal_lm(path, adapter=adapter, merge=True)
     return tok, lm
