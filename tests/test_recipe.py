@@ -12,14 +12,23 @@ def test_unknown_key_names_closest_valid_key():
 
 def test_wrong_type_and_bad_choice_name_the_key():
     with pytest.raises(RecipeError) as exc:
-        parse_recipe({"name": "x", "data": [{"path": "a", "role": "domian"}], "stages": [{"epochs": "many"}]})
+        parse_recipe(
+            {"name": "x", "data": [{"path": "a", "role": "domian"}], "stages": [{"type": "sft", "epochs": "many"}]}
+        )
     msg = str(exc.value)
     assert "'data[0].role'" in msg and "'stages[0].epochs'" in msg
 
 
+def test_stage_type_missing_or_unknown():
+    with pytest.raises(RecipeError, match=r"'stages\[0\]': missing key 'type'; one of: sft"):
+        parse_recipe({"name": "x", "stages": [{"epochs": 1}]})
+    with pytest.raises(RecipeError, match="unknown stage type 'sftt'"):
+        parse_recipe({"name": "x", "stages": [{"type": "sftt"}]})
+
+
 def test_nested_unknown_key_lists_valid_keys():
     with pytest.raises(RecipeError, match="valid keys here: r, alpha, dropout, target_modules"):
-        parse_recipe({"name": "x", "stages": [{"lora": {"rank": 8}}]})
+        parse_recipe({"name": "x", "stages": [{"type": "sft", "lora": {"rank": 8}}]})
 
 
 def test_duplicate_stage_names_refused():

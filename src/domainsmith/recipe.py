@@ -38,6 +38,14 @@ class LoraSettings(_Strict):
     alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | str = Field("all-linear", description="module names, or 'all-linear'")
+    layers: list[int] | str | None = Field(
+        None,
+        description="decoder layers that get adapters, e.g. '10-29' or [10, 11]; default all. Leaving the lowest "
+        "layers out also skips their backward pass",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None, ge=1, description="LoRA+: learning rate of B = ratio x learning rate of A (e.g. 16); off when unset"
+    )
 
 
 class FreezeSettings(_Strict):
@@ -153,6 +161,11 @@ def _describe(error: dict) -> str:
         return f"unknown key '{where}'{hint}"
     if error["type"] == "missing":
         return f"missing required key '{where}'"
+    if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        kinds = ", ".join(typing.get_args(SFTStage.model_fields["type"].annotation))
+        got = error.get("input", {}).get("type") if isinstance(error.get("input"), dict) else None
+        what = f"unknown stage type '{got}'" if got is not None else "missing key 'type'"
+        return f"'{where}': {what}; one of: {kinds}"
     return f"'{where}': {error['msg']} (got {error.get('input')!r})"
 
 
