@@ -19,7 +19,7 @@ def test_only_assistant_tokens_carry_labels(default_tokenizer_dir):
     assert _decode_targets(tok, ex) == "Halvorsen Pharma.<|im_end|>35 mg.<|im_end|>"
     # The full sequence is the model's own chat template, token for token.
     rendered = tok.apply_chat_template(messages, tokenize=False)
-    assert tok.decode(ex.input_ids) == rendered.rstrip()
+    assert tok.decode(ex.input_ids) == rendered
     assert not ex.truncated
 
 
