@@ -165,7 +165,15 @@ def _evaluate_variant(recipe: Recipe, variant: Variant, suites: dict[str, list[Q
         items = suites[suite.name]
         with _progress(f"eval {variant.name}:{suite.name}", len(items), show_progress) as advance:
             result = score_qa(
-                model, tokenizer, items, suite.match, recipe.eval.max_new_tokens, recipe.eval.batch_size, bf16, advance
+                model,
+                tokenizer,
+                items,
+                suite.match,
+                recipe.eval.max_new_tokens,
+                recipe.eval.batch_size,
+                bf16,
+                advance,
+                system=suite.system,
             )
         result["role"] = suite.role
         results[suite.name] = result

@@ -87,6 +87,7 @@ class QASuite(_Strict):
     path: Path
     role: Role = Field(description="domain (what should improve) or general (what must not be forgotten)")
     match: Literal["contains", "exact"] = "contains"
+    system: str | None = Field(None, description="system prompt for every question; default: the template's own")
 
 
 class EvalSettings(_Strict):

@@ -56,9 +56,11 @@ def score_qa(
     batch_size: int = 32,
     bf16: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    system: str | None = None,
 ) -> dict:
     """Accuracy plus one record per item (so before/after can be compared item by item)."""
-    chats = [[{"role": "user", "content": it.question}] for it in items]
+    prefix = [{"role": "system", "content": system}] if system else []
+    chats = [[*prefix, {"role": "user", "content": it.question}] for it in items]
     predictions = generate_batch(model, tokenizer, chats, max_new_tokens, batch_size, bf16, on_batch)
     matcher = contains_match if match == "contains" else exact_match
     records = [
