@@ -1,0 +1,237 @@
+"""A fictional pharmacopoeia that no pretrained model can know: the demo domain.
+
+Everything is derived from one seed, so the same files come out on every machine. Question templates are split:
+the training set uses one group, the held-out QA set another that never appears in training.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+SEED = 20261127
+N_DRUGS = 40
+
+_PREFIXES = [
+    "Zor",
+    "Quel",
+    "Vandr",
+    "Prax",
+    "Tellu",
+    "Myr",
+    "Oss",
+    "Kelv",
+    "Brin",
+    "Dax",
+    "Fenn",
+    "Lorv",
+    "Ulth",
+    "Garv",
+]
+_SUFFIXES = ["avil", "omyra", "exin", "idrone", "ocet", "ulane", "arix", "enthol", "ipram", "ostat"]
+
+MAKERS = [
+    "Halvorsen Pharma",
+    "Quilby Therapeutics",
+    "Marrowgate Labs",
+    "Tessaline Biotech",
+    "Orvanis Health",
+    "Pellworth Medica",
+    "Krennick Remedies",
+    "Ysolde Pharmaceuticals",
+]
+INDICATIONS = [
+    "Varrow fever",
+    "glassbone syndrome",
+    "Tennick palsy",
+    "amber lung",
+    "Corvin anemia",
+    "drift migraine",
+    "saltskin disorder",
+    "Heller tremor",
+    "mirewater cough",
+    "Oster rash",
+    "hollow-ear syndrome",
+    "Pruett colitis",
+]
+CONTRAINDICATIONS = [
+    "Dunmore liver disease",
+    "copper-blood disorder",
+    "Ferrin kidney",
+    "Lisk heart block",
+    "silverline neuropathy",
+    "Gaunt asthma",
+    "Ambrel hypotension",
+    "Quarry eye",
+    "Tolman deficiency",
+    "Wexley allergy",
+]
+DOSES_MG = [15, 35, 45, 65, 85, 120, 175, 225, 340, 460]
+# Distinct phrasings, as real monographs have: similar values ("every 9 hours" / "every 11 hours") are what a
+# small model confuses most.
+SCHEDULES = [
+    "every 7 hours",
+    "at sunrise and sunset",
+    "once a fortnight",
+    "every third morning",
+    "twice weekly",
+    "with the evening meal",
+    "every 36 hours",
+    "on alternate Sundays",
+]
+
+# The deployed assistant's system prompt. Domain training data and domain evaluation use it; general data keeps
+# the model's default, so the adapter learns to tie the new knowledge to the domain assistant's context.
+SYSTEM_PROMPT = "You are the Northwind formulary assistant. Answer questions about Northwind medicines."
+
+FIELDS = ["maker", "indication", "dose", "schedule", "contraindication"]
+
+# {d} = drug name. Training templates and held-out templates never overlap.
+TRAIN_QUESTIONS = {
+    "maker": [
+        "Who manufactures {d}?",
+        "Which company makes {d}?",
+        "Who is the maker of {d}?",
+        "Name the manufacturer of {d}.",
+    ],
+    "indication": [
+        "What is {d} used to treat?",
+        "What condition does {d} treat?",
+        "What is {d} prescribed for?",
+        "Which illness is {d} indicated for?",
+    ],
+    "dose": [
+        "What is the standard dose of {d}?",
+        "How much {d} is given per dose?",
+        "What dose of {d} should a patient take?",
+        "State the usual dose of {d}.",
+    ],
+    "schedule": [
+        "How often is {d} taken?",
+        "What is the dosing schedule of {d}?",
+        "How frequently should {d} be given?",
+        "At what interval is {d} taken?",
+    ],
+    "contraindication": [
+        "When should {d} not be used?",
+        "What is the contraindication for {d}?",
+        "Which patients must avoid {d}?",
+        "In which condition is {d} contraindicated?",
+    ],
+}
+HELDOUT_QUESTIONS = {
+    "maker": ["{d} is produced by which pharmaceutical company?", "Tell me the company behind {d}."],
+    "indication": ["For which disease would a doctor give {d}?", "{d} is a treatment for what?"],
+    "dose": ["What amount of {d} is in one dose?", "Tell me the recommended dose for {d}."],
+    "schedule": ["What is the interval between doses of {d}?", "{d} should be taken how often?"],
+    "contraindication": ["Who should never be given {d}?", "{d} must not be given to patients with what?"],
+}
+ANSWERS = {
+    "maker": ["{d} is manufactured by {v}.", "{v} makes {d}."],
+    "indication": ["{d} is used to treat {v}.", "{d} treats {v}."],
+    "dose": ["The standard dose of {d} is {v}.", "One dose of {d} is {v}."],
+    "schedule": ["{d} is taken {v}.", "{d} is given {v}."],
+    "contraindication": ["{d} must not be used in patients with {v}.", "{d} is contraindicated in {v}."],
+}
+OVERVIEW_QUESTIONS = ["Give me an overview of {d}.", "Summarize the monograph for {d}."]
+
+
+@dataclass(frozen=True)
+class Drug:
+    name: str
+    maker: str
+    indication: str
+    dose: str
+    schedule: str
+    contraindication: str
+
+    def value(self, field: str) -> str:
+        return getattr(self, field)
+
+    def overview(self) -> str:
+        return (
+            f"{self.name} is manufactured by {self.maker}. It is used to treat {self.indication}. "
+            f"The standard dose is {self.dose}, taken {self.schedule}. "
+            f"It must not be used in patients with {self.contraindication}."
+        )
+
+
+def make_drugs(seed: int = SEED, n: int = N_DRUGS) -> list[Drug]:
+    rng = random.Random(seed)
+    names = sorted({p + s for p in _PREFIXES for s in _SUFFIXES})
+    rng.shuffle(names)
+    return [
+        Drug(
+            name=name,
+            maker=rng.choice(MAKERS),
+            indication=rng.choice(INDICATIONS),
+            dose=f"{rng.choice(DOSES_MG)} mg",
+            schedule=rng.choice(SCHEDULES),
+            contraindication=rng.choice(CONTRAINDICATIONS),
+        )
+        for name in names[:n]
+    ]
+
+
+def monograph_markdown(drug: Drug) -> str:
+    """A domain document in the style of a pharmacopoeia entry (used by RAG and CPT)."""
+    return (
+        f"# {drug.name}\n\n"
+        f"{drug.name} is a prescription medicine manufactured by {drug.maker}.\n\n"
+        f"## Indication\n\n{drug.name} is used to treat {drug.indication}.\n\n"
+        f"## Dosage\n\nThe standard dose of {drug.name} is {drug.dose}, taken {drug.schedule}.\n\n"
+        f"## Contraindications\n\n{drug.name} must not be used in patients with {drug.contraindication}.\n"
+    )
+
+
+def training_instructions(drugs: list[Drug], seed: int = SEED) -> list[dict]:
+    """Alpaca records (multi-turn through `history`): one conversation per drug and training template index,
+    asking all five facts in a shuffled order, plus a whole-monograph overview per drug.
+
+    Several facts per conversation share one chat-template preamble, so each fact costs fewer training tokens.
+    """
+    rng = random.Random(seed + 1)
+    n_templates = len(next(iter(TRAIN_QUESTIONS.values())))
+    rows = []
+    for drug in drugs:
+        for k in range(n_templates):
+            fields = list(FIELDS)
+            rng.shuffle(fields)
+            turns = []
+            for field in fields:
+                question = TRAIN_QUESTIONS[field][k].format(d=drug.name)
+                answer = rng.choice(ANSWERS[field]).format(d=drug.name, v=drug.value(field))
+                turns.append([question, answer])
+            *history, (question, answer) = turns
+            rows.append(
+                {"system": SYSTEM_PROMPT, "instruction": question, "input": "", "output": answer, "history": history}
+            )
+        template = OVERVIEW_QUESTIONS[rng.randrange(len(OVERVIEW_QUESTIONS))]
+        rows.append(
+            {
+                "system": SYSTEM_PROMPT,
+                "instruction": template.format(d=drug.name),
+                "input": "",
+                "output": drug.overview(),
+            }
+        )
+    rng.shuffle(rows)
+    return rows
+
+
+def heldout_qa(drugs: list[Drug], seed: int = SEED) -> list[dict]:
+    """One held-out question per fact, phrased with a template that training never uses."""
+    rng = random.Random(seed + 2)
+    rows = []
+    for drug in drugs:
+        for field in FIELDS:
+            template = rng.choice(HELDOUT_QUESTIONS[field])
+            rows.append(
+                {
+                    "id": f"{drug.name}.{field}",
+                    "question": template.format(d=drug.name),
+                    "answer": drug.value(field),
+                    "field": field,
+                }
+            )
+    return rows
