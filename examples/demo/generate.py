@@ -36,6 +36,8 @@ def write_domain(out: Path = DATA) -> list[Path]:
     drugs = pharmacopoeia.make_drugs()
     docs = out / "docs"
     docs.mkdir(parents=True, exist_ok=True)
+    for stale in docs.glob("*.md"):  # a changed seed or drug count must not leave old monographs behind
+        stale.unlink()
     written = []
     for drug in drugs:
         path = docs / f"{drug.name.lower()}.md"
