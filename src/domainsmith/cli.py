@@ -72,7 +72,7 @@ def _print_json(obj) -> None:
 def _summary_table(summary: dict) -> Table:
     table = Table(title="before / after (same items)")
     for col in ("suite", "role", "n", "before", "after", "change", "learned", "forgotten"):
-        table.add_column(col, justify="left" if col in ("suite", "role") else "right")
+        table.add_column(col, justify="left" if col in ("suite", "role") else "right", no_wrap=col == "suite")
     for name, row in summary.items():
         if not isinstance(row, dict) or "before" not in row or not isinstance(row["before"], float | int):
             continue
