@@ -7,6 +7,7 @@ checkpoints while the stage runs, so re-running after a crash resumes; it is rem
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from ..data.chat_format import tokenize_conversations
 from ..data.instructions import OnBadRecord
 from ..data.sources import load_instruction_sources
 from ..errors import DataError
-from ..files import atomic_write_jsonl, replace_dir
+from ..files import atomic_write_jsonl, atomic_write_text, replace_dir
 from ..model_loading import load_causal_lm, load_tokenizer
 from ..precision import use_bf16
 from ..recipe import Recipe, SFTStage
@@ -111,6 +112,8 @@ def run_sft(
 
     trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; loss.jsonl and the progress bar replace it
     resume = _last_checkpoint(ckpt_dir)
+    if resume is not None:
+        _drop_logged_steps_after(stage_dir / "loss.jsonl", int(Path(resume).name.rsplit("-", 1)[-1]))
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - started
@@ -131,6 +134,14 @@ def run_sft(
         "train_tokens": tok_stats.tokens * stage.epochs,
     }
     return SFTResult(artifact=artifact, metrics=metrics)
+
+
+def _drop_logged_steps_after(log_path: Path, step: int) -> None:
+    """Steps after the checkpoint are trained again on resume; their old log rows would appear twice."""
+    if not log_path.is_file():
+        return
+    lines = log_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    atomic_write_text(log_path, "".join(line for line in lines if json.loads(line).get("step", 0) <= step))
 
 
 def _loraplus_optimizer(stage: SFTStage, model):
