@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import DomainsmithError
@@ -49,7 +50,8 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except DomainsmithError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            # Messages quote file contents and paths: escape them so '[...]' is never read as rich markup.
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
