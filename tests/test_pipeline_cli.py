@@ -111,3 +111,13 @@ def test_chat_streams_replies_and_keeps_history(tiny_model_dir):
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.count("bot> ") == 2
+
+
+def test_bad_data_is_caught_before_any_stage_dir_even_without_eval_suites(tiny_project):
+    recipe = tiny_project / "recipe.yaml"
+    recipe.write_text(recipe.read_text().split("eval:")[0])  # no eval suites: no leakage pass reads the data
+    train = tiny_project / "train.jsonl"
+    train.write_text(train.read_text() + "[1, 2]\n")
+    result = runner.invoke(app, ["train", str(recipe)])
+    assert result.exit_code == 2 and "train.jsonl:7" in result.stderr and "must be a JSON object" in result.stderr
+    assert not (tiny_project / "runs").exists()

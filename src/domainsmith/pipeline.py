@@ -96,6 +96,7 @@ def _walk_stages(
     variants = [base]
     input_path, parent_fp = base.model_path, base.fingerprint
     data_fp = _data_fingerprint(recipe) if recipe.stages else []
+    sources = None
     for i, stage in enumerate(recipe.stages):
         is_last = i == len(recipe.stages) - 1
         # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged.
@@ -117,10 +118,12 @@ def _walk_stages(
             log(f"stage '{stage.name}': not trained with the current recipe (run `domainsmith train`); skipped")
             break
         else:
+            if sources is None:  # read and check all data before any stage dir is touched
+                sources = load_instruction_sources(recipe, on_bad_record)
             verb = "resuming" if state.status == "running" else "training"
             log(f"stage '{stage.name}': {verb} ({stage.finetuning} {stage.type}) -> {stage_dir}")
             begin_stage(stage_dir, fp, inputs)
-            sft = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress)
+            sft = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, sources)
             result = {"artifact": sft.artifact, "metrics": sft.metrics}
             complete_stage(stage_dir, fp, inputs, result)
         artifact = stage_dir / result["artifact"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..data.chat_format import tokenize_conversations
 from ..data.instructions import OnBadRecord
-from ..data.sources import load_instruction_sources
+from ..data.sources import LoadedSources, load_instruction_sources
 from ..errors import DataError
 from ..files import atomic_write_jsonl, atomic_write_text, replace_dir
 from ..model_loading import load_causal_lm, load_tokenizer
@@ -46,13 +46,18 @@ def run_sft(
     stage_dir: Path,
     on_bad_record: OnBadRecord = "fail",
     show_progress: bool = True,
+    sources: LoadedSources | None = None,
 ) -> SFTResult:
-    """Train one SFT stage from `model_path` (a resolved base model or the previous stage's model)."""
+    """Train one SFT stage from `model_path` (a resolved base model or the previous stage's model).
+
+    `sources` are the recipe's data, already read and checked by the caller; read here when not given.
+    """
     from transformers import TrainingArguments, set_seed
 
     set_seed(recipe.seed)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    sources = load_instruction_sources(recipe, on_bad_record)
+    if sources is None:
+        sources = load_instruction_sources(recipe, on_bad_record)
     if sources.rejects:
         atomic_write_jsonl(
             stage_dir / "rejects.jsonl",
