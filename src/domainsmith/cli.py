@@ -136,13 +136,12 @@ def train(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = 
 @user_errors
 def eval_cmd(recipe: RecipeArg, json_out: JsonOpt = False):
     """Evaluate the base model and every trained stage on the recipe's suites; write eval.json."""
-    from .pipeline import check_no_leakage, evaluate_recipe, existing_variants
+    from .pipeline import evaluate_trained
     from .recipe import load_recipe
 
     _quiet_libraries()
     r = load_recipe(recipe)
-    overlaps = check_no_leakage(r, "fail", _log)
-    report = evaluate_recipe(r, existing_variants(r, _log), _log, show_progress=not json_out, overlaps=overlaps)
+    report = evaluate_trained(r, _log, show_progress=not json_out)
     if json_out:
         _print_json({k: v for k, v in report.items() if k != "items"})
         return

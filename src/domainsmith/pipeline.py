@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data.instructions import OnBadRecord
-from .data.sources import load_instruction_sources
+from .data.sources import LoadedSources, load_instruction_sources
 from .errors import LeakageError
 from .evaluate.leakage import find_overlaps
 from .evaluate.qa_suite import QAItem, load_qa_items, paired_flips, score_qa
@@ -54,13 +54,22 @@ def base_variant(recipe: Recipe, log: Log = print) -> Variant:
     return Variant("base", path, None, json_sha256({"model": recipe.model, "path": path, "files": _dir_identity(path)}))
 
 
-def check_no_leakage(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print) -> list[dict]:
+def load_suites(recipe: Recipe) -> dict[str, list[QAItem]]:
+    return {s.name: load_qa_items(recipe.resolve(s.path)) for s in recipe.eval.suites}
+
+
+def read_training_data(recipe: Recipe, on_bad_record: OnBadRecord = "fail") -> LoadedSources | None:
+    """Every data source, read and checked once (None when the recipe names no data)."""
+    return load_instruction_sources(recipe, on_bad_record) if recipe.data else None
+
+
+def check_no_leakage(
+    recipe: Recipe, suites: dict[str, list[QAItem]], sources: LoadedSources | None, log: Log = print
+) -> list[dict]:
     """Refuse eval items that appear in training data, unless the recipe explicitly allows it (then report them)."""
-    if not recipe.eval.suites or not recipe.data:
+    if not suites or sources is None:
         return []
-    suites = {s.name: load_qa_items(recipe.resolve(s.path)) for s in recipe.eval.suites}
-    conversations = load_instruction_sources(recipe, on_bad_record).conversations
-    overlaps = find_overlaps(suites, conversations)
+    overlaps = find_overlaps(suites, sources.conversations)
     rows = [o.__dict__ for o in overlaps]
     if overlaps and not recipe.eval.allow_train_overlap:
         first = overlaps[0]
@@ -78,8 +87,9 @@ def train_recipe(
     recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print, show_progress: bool = True
 ) -> list[Variant]:
     """Train every stage in order; a stage whose inputs are unchanged is reused, one that died is resumed."""
-    check_no_leakage(recipe, on_bad_record, log)
-    return _walk_stages(recipe, log, train=True, on_bad_record=on_bad_record, show_progress=show_progress)
+    sources = read_training_data(recipe, on_bad_record)
+    check_no_leakage(recipe, load_suites(recipe), sources, log)
+    return _walk_stages(recipe, log, True, on_bad_record, show_progress, sources)
 
 
 def existing_variants(recipe: Recipe, log: Log = print) -> list[Variant]:
@@ -88,7 +98,12 @@ def existing_variants(recipe: Recipe, log: Log = print) -> list[Variant]:
 
 
 def _walk_stages(
-    recipe: Recipe, log: Log, train: bool, on_bad_record: OnBadRecord = "fail", show_progress: bool = True
+    recipe: Recipe,
+    log: Log,
+    train: bool,
+    on_bad_record: OnBadRecord = "fail",
+    show_progress: bool = True,
+    sources: LoadedSources | None = None,
 ) -> list[Variant]:
     from .train.sft import run_sft
 
@@ -96,7 +111,6 @@ def _walk_stages(
     variants = [base]
     input_path, parent_fp = base.model_path, base.fingerprint
     data_fp = _data_fingerprint(recipe) if recipe.stages else []
-    sources = None
     for i, stage in enumerate(recipe.stages):
         is_last = i == len(recipe.stages) - 1
         # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged.
@@ -118,8 +132,6 @@ def _walk_stages(
             log(f"stage '{stage.name}': not trained with the current recipe (run `domainsmith train`); skipped")
             break
         else:
-            if sources is None:  # read and check all data before any stage dir is touched
-                sources = load_instruction_sources(recipe, on_bad_record)
             verb = "resuming" if state.status == "running" else "training"
             log(f"stage '{stage.name}': {verb} ({stage.finetuning} {stage.type}) -> {stage_dir}")
             begin_stage(stage_dir, fp, inputs)
@@ -207,10 +219,15 @@ class _progress:
 
 
 def evaluate_recipe(
-    recipe: Recipe, variants: list[Variant], log: Log = print, show_progress: bool = True, overlaps=None
+    recipe: Recipe,
+    variants: list[Variant],
+    log: Log = print,
+    show_progress: bool = True,
+    overlaps=None,
+    suites: dict[str, list[QAItem]] | None = None,
 ) -> dict:
     """Score every variant on every suite (same items), compare first (base) and last, write eval.json."""
-    suites = {s.name: load_qa_items(recipe.resolve(s.path)) for s in recipe.eval.suites}
+    suites = suites if suites is not None else load_suites(recipe)
     scored = {v.name: _evaluate_variant(recipe, v, suites, log, show_progress) for v in variants}
     first, last = variants[0].name, variants[-1].name
     comparisons = {}
@@ -256,9 +273,21 @@ def summarize(recipe: Recipe, report: dict) -> dict:
     return summary
 
 
+def evaluate_trained(recipe: Recipe, log: Log = print, show_progress: bool = True) -> dict:
+    """`eval` without training: the base model and every stage already trained with the current recipe."""
+    suites = load_suites(recipe)
+    overlaps = check_no_leakage(recipe, suites, read_training_data(recipe) if suites else None, log)
+    return evaluate_recipe(recipe, existing_variants(recipe, log), log, show_progress, overlaps, suites)
+
+
 def run_recipe(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print, show_progress: bool = True):
-    """Everything the recipe describes: train (reusing what is up to date), evaluate, summarize."""
-    overlaps = check_no_leakage(recipe, on_bad_record, log)
-    variants = _walk_stages(recipe, log, train=True, on_bad_record=on_bad_record, show_progress=show_progress)
-    report = evaluate_recipe(recipe, variants, log, show_progress, overlaps)
+    """Everything the recipe describes: train (reusing what is up to date), evaluate, summarize.
+
+    Data and eval items are read once and shared by the leakage check, training and evaluation.
+    """
+    suites = load_suites(recipe)
+    sources = read_training_data(recipe, on_bad_record)
+    overlaps = check_no_leakage(recipe, suites, sources, log)
+    variants = _walk_stages(recipe, log, True, on_bad_record, show_progress, sources)
+    report = evaluate_recipe(recipe, variants, log, show_progress, overlaps, suites)
     return summarize(recipe, report)
