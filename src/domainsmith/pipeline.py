@@ -160,7 +160,7 @@ def stage_metrics(recipe: Recipe) -> dict[str, dict]:
 
 def _evaluate_variant(recipe: Recipe, variant: Variant, suites: dict[str, list[QAItem]], log: Log, show_progress: bool):
     """Score one variant on every suite; cached in <run_dir>/eval/<variant>.json keyed by all inputs."""
-    from .model_loading import load_causal_lm, load_tokenizer
+    from .model_loading import load_for_inference
     from .precision import use_bf16
 
     settings = recipe.eval.model_dump(mode="json")
@@ -173,8 +173,7 @@ def _evaluate_variant(recipe: Recipe, variant: Variant, suites: dict[str, list[Q
         if cached.get("fingerprint") == fp:
             log(f"eval '{variant.name}': up to date, reusing {cache}")
             return cached["suites"]
-    tokenizer = load_tokenizer(variant.model_path, padding_side="left")
-    model = load_causal_lm(variant.model_path, adapter=variant.adapter, merge=True)
+    tokenizer, model = load_for_inference(variant.model_path, variant.adapter)
     results = {}
     for suite in recipe.eval.suites:
         items = suites[suite.name]
