@@ -53,7 +53,7 @@ def write_domain(out: Path = DATA) -> list[Path]:
 
 
 def write_general(out: Path = DATA, model: str = "smollm2-135m-instruct") -> dict:
-    from domainsmith.data.self_replay import self_replay_pairs
+    from domainsmith.data.self_replay import ended_within_budget, self_replay_pairs
     from domainsmith.evaluate.answer_match import contains_match
     from domainsmith.infer.generation import generate_batch
     from domainsmith.model_loading import load_for_inference
@@ -85,7 +85,7 @@ def write_general(out: Path = DATA, model: str = "smollm2-135m-instruct") -> dic
     replay = [
         {"instruction": it["question"], "input": "", "output": text}
         for it, text in zip(replay_pool, answer(replay_pool, budget, bf16=False), strict=True)
-        if correct(it, text) and len(tokenizer(text, add_special_tokens=False)["input_ids"]) < budget - 2
+        if correct(it, text) and ended_within_budget(tokenizer, text, budget)
     ]
     # Self-replay: questions the model writes itself (Magpie-style), answered by itself; probe questions excluded.
     magpie = self_replay_pairs(

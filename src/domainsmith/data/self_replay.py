@@ -21,6 +21,12 @@ def pre_query_prefix(tokenizer) -> str:
     return rendered[: rendered.index(_PLACEHOLDER)]
 
 
+def ended_within_budget(tokenizer, reply: str, max_new_tokens: int) -> bool:
+    """False for a reply that used (nearly) its whole token budget: it was cut off, and training on it would teach
+    the model to stop mid-sentence. The 2-token margin absorbs re-tokenization differences of decoded text."""
+    return len(tokenizer(reply, add_special_tokens=False)["input_ids"]) < max_new_tokens - 2
+
+
 @dataclass
 class ReplayPair:
     instruction: str
@@ -90,7 +96,6 @@ def self_replay_pairs(
     answers = generate_batch(model, tokenizer, chats, max_new_tokens=answer_tokens, batch_size=batch_size)
     pairs = []
     for q, a in zip(questions, answers, strict=True):
-        # A reply that used the whole budget was cut off; training on it would teach stopping mid-sentence.
-        if a and len(tokenizer(a, add_special_tokens=False)["input_ids"]) < answer_tokens - 2:
+        if a and ended_within_budget(tokenizer, a, answer_tokens):
             pairs.append(ReplayPair(q, a))
     return pairs
