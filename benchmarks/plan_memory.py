@@ -10,11 +10,15 @@ fused AdamW, gradient clipping, zero_grad(set_to_none=True)) on random token ids
 Peak RSS is the child's own ru_maxrss. The estimate is `domainsmith.plan.memory.estimate_setup(..., "ddp")` for
 one process, with the measured baseline as its overhead. Writes benchmarks/results/plan_memory.json.
 
-Every run is measured twice, under two glibc malloc settings, because RSS is not the same thing as live tensors:
-- `default`: glibc as shipped. Its mmap threshold grows to 32 MiB after the first large free, so activation-sized
-  tensors come from the heap, and freed heap memory mostly stays resident (retained and fragmented).
-- `returns_freed`: MALLOC_MMAP_THRESHOLD_=65536 pins the threshold, so each tensor of 64 KiB or more is its own
-  mapping, unmapped when freed: RSS then follows the live tensors, which is what the estimator counts.
+Every run is measured under three glibc malloc settings, because RSS is not the same thing as live tensors:
+- `domainsmith`: what domainsmith's training stages set on CPU (domainsmith.train.cpu_allocator): glibc's mmap
+  threshold pinned at 1 MiB, so every tensor of 1 MiB or more is its own mapping, unmapped when freed.
+  This is the setting the planner's estimate is checked against: it is what a real CPU run uses.
+- `glibc_default`: glibc as shipped (DOMAINSMITH_CPU_MMAP_THRESHOLD=0). Its mmap threshold grows to 32 MiB after
+  the first large free, so activation-sized tensors come from the heap, and freed heap memory mostly stays
+  resident (retained and fragmented): peak RSS runs past the live peak.
+- `mmap_64k`: MALLOC_MMAP_THRESHOLD_=65536, nearly every tensor mapped: RSS follows live tensors most closely,
+  at a large step-time cost in page faults (seconds_per_step shows it).
 """
 
 from __future__ import annotations
@@ -70,7 +74,9 @@ def child(mode: str, args) -> dict:
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     from domainsmith.precision import use_bf16
+    from domainsmith.train.cpu_allocator import configure_for_training
 
+    configure_for_training(on_cuda=False)  # as the SFT stage does on CPU; a no-op where the env turned it off
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     bf16 = use_bf16("auto")
@@ -105,14 +111,18 @@ def child(mode: str, args) -> dict:
     }
 
 
-MALLOC_MODES = {"default": {}, "returns_freed": {"MALLOC_MMAP_THRESHOLD_": "65536"}}
+MALLOC_MODES = {
+    "domainsmith": {},
+    "glibc_default": {"DOMAINSMITH_CPU_MMAP_THRESHOLD": "0"},
+    "mmap_64k": {"MALLOC_MMAP_THRESHOLD_": "65536"},
+}
 
 
 def run_child(mode: str, args, malloc: str) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model-dir", args.model_dir, "--batch-size",
            str(args.batch_size), "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--lora-rank",
            str(args.lora_rank), "--threads", str(args.threads)]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "DOMAINSMITH_CPU_MMAP"))}
     env.update({"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", **MALLOC_MODES[malloc]})
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -198,7 +208,7 @@ def main() -> None:
             "lora_rank": args.lora_rank,
             "threads": args.threads,
             "bf16_autocast": baseline["bf16"],
-            "malloc_modes": {k: v or "glibc defaults" for k, v in MALLOC_MODES.items()},
+            "malloc_modes": {k: v or "train/cpu_allocator.py: 1 MiB mmap threshold" for k, v in MALLOC_MODES.items()},
             "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,

@@ -318,7 +318,8 @@ def memory_assumptions() -> dict:
         "fsdp": "approximation: one FSDP unit per decoder block, next block prefetched, root (embeddings) unsharded",
         "fit": "fits = peak <= the GPU's marketed memory (GiB); usable memory is 1-6% lower",
         "overhead": "~1 GiB per GPU outside tensors (CUDA context, workspaces): an assumption, not a measurement",
-        "allocator": "counts live tensor bytes, not allocator slack; on CPU, benchmarks/plan_memory.py measured peak "
-        "RSS at 0.97-1.01x the estimate when freed memory is returned to the OS and up to 1.36x with glibc's "
-        "default malloc, which keeps freed activation memory resident",
+        "allocator": "counts live tensor bytes, not allocator slack. On CPU, domainsmith's training stages pin "
+        "glibc's mmap threshold at 1 MiB so freed activations leave RSS (train/cpu_allocator.py); "
+        "benchmarks/plan_memory.py measures the estimate against such runs and against glibc's default malloc, "
+        "which keeps freed activation memory resident (peak RSS up to 1.36x the estimate)",
     }

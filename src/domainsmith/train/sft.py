@@ -23,6 +23,7 @@ from ..precision import use_bf16
 from ..recipe import Recipe, SFTStage
 from .callbacks import JsonlLossLogger, RichProgress
 from .collate import PadCollator
+from .cpu_allocator import configure_for_training
 from .finetuning import count_parameters, prepare_trainable
 from .target_loss import TargetLogitsTrainer
 
@@ -77,6 +78,7 @@ def run_sft(
 
     import torch
 
+    configure_for_training(on_cuda=torch.cuda.is_available())
     ckpt_dir = stage_dir / "checkpoints"
     args = TrainingArguments(
         use_cpu=not torch.cuda.is_available(),
