@@ -164,3 +164,37 @@ def _saved_bytes_per_token_layer(profile: str) -> tuple[float, float]:
 def test_activation_formula_matches_what_autograd_saves(profile):
     measured, planned = _saved_bytes_per_token_layer(profile)
     assert planned == pytest.approx(measured, rel=0.05)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize(
+    ("modules", "layers"), [(None, None), (("gate_proj", "up_proj", "down_proj"), None), (("q_proj", "v_proj"), (2, 3))]
+)
+def test_lora_trainable_params_match_peft_for_module_and_layer_subsets(modules, layers):
+    """The recipe's lora.target_modules and lora.layers reach the estimate; PEFT's own count is the reference."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from domainsmith.plan.memory import trainable_params
+
+    h, ffn, heads, kv_heads, n_layers = 64, 160, 4, 2, 4
+    config = LlamaConfig(vocab_size=128, hidden_size=h, intermediate_size=ffn, num_hidden_layers=n_layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads)  # fmt: skip
+    lora = LoraConfig(r=4, target_modules=list(modules) if modules else "all-linear",
+                      layers_to_transform=list(layers) if layers else None)  # fmt: skip
+    peft_model = get_peft_model(LlamaForCausalLM(config), lora)
+    expected = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    shape = ModelShape(0, h, n_layers, 128, ffn, heads, kv_heads, False, 256, "tiny")
+    inputs = MemoryInputs(shape, "lora", lora_rank=4, lora_modules=modules, lora_layers=layers)
+    assert trainable_params(inputs) == expected
+    # Blocks below the lowest adapter need no backward pass, so they save no activations.
+    full_depth = activation_bytes(MemoryInputs(shape, "lora", lora_rank=4, lora_modules=modules), "ddp")
+    assert (activation_bytes(inputs, "ddp")["layers_bytes"] < full_depth["layers_bytes"]) == bool(layers)
+
+
+def test_unknown_lora_module_names_are_refused():
+    from domainsmith.plan.errors import PlanError
+
+    shape = ModelShape(0, 64, 2, 128, 160, 4, 2, False, 256, "tiny")
+    with pytest.raises(PlanError, match="c_attn"):
+        MemoryInputs(shape, "lora", lora_modules=("c_attn",)).validate()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..recipe import Recipe, SFTStage, load_recipe
+from ..train.finetuning import parse_layers
 from .advice import Situation, advise
 from .compute import DEFAULT_MFU, FLOPS_PER_PARAM_TOKEN, compute_assumptions, estimate_compute
 from .errors import PlanError
@@ -111,9 +112,24 @@ def _memory_inputs(shape, method, gpus, req, stage: SFTStage | None, gpu: GPUSpe
         seq_len=req.seq_len if req.seq_len is not None else (stage.max_seq_len if stage else DEFAULT_SEQ_LEN),
         precision=precision,
         lora_rank=stage.lora.r if stage else 16,
+        lora_modules=_lora_modules(stage),
+        lora_layers=_lora_layers(stage, shape),
         freeze_layers=stage.freeze.trainable_layers if stage else 2,
         grad_checkpointing=req.grad_checkpointing,
     )
+
+
+def _lora_modules(stage: SFTStage | None) -> tuple[str, ...] | None:
+    if stage is None or stage.lora.target_modules == "all-linear":
+        return None
+    targets = stage.lora.target_modules
+    return (targets,) if isinstance(targets, str) else tuple(targets)
+
+
+def _lora_layers(stage: SFTStage | None, shape) -> tuple[int, ...] | None:
+    if stage is None or stage.lora.layers is None:
+        return None
+    return tuple(parse_layers(stage.lora.layers, shape.layers))
 
 
 def _validate(req: PlanRequest) -> None:

@@ -71,6 +71,8 @@ class MemoryInputs:
     seq_len: int = 2048  # tokens per sequence
     precision: Precision = "bf16"  # bf16 / fp16: mixed precision (same bytes); fp32: no 16-bit copies
     lora_rank: int = 16
+    lora_modules: tuple[str, ...] | None = None  # Llama-style module names; None = all linear modules
+    lora_layers: tuple[int, ...] | None = None  # blocks with adapters; None = all
     freeze_layers: int = 2  # method=freeze trains the last N blocks (domainsmith's default)
     grad_checkpointing: bool = False
     overhead_bytes: float = GIB  # not in tensors: CUDA context, library workspaces (or a measured CPU baseline)
@@ -84,16 +86,33 @@ class MemoryInputs:
         for name in ("gpus", "gpus_per_node", "batch_size", "seq_len", "lora_rank"):
             if getattr(self, name) < 1:
                 raise PlanError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        known = self.shape.linear_dims()
+        unknown = [m for m in self.lora_modules or () if m not in known]
+        if unknown:
+            raise PlanError(f"LoRA target modules {unknown} are not Llama-style names the planner knows: {list(known)}")
 
 
 def trainable_params(inputs: MemoryInputs) -> int:
     """Parameters that get gradients and optimizer states under the method."""
     shape = inputs.shape
     if inputs.method in ("lora", "qlora"):
-        return shape.lora_params(inputs.lora_rank)
+        return shape.lora_params(inputs.lora_rank, inputs.lora_modules, _lora_layer_count(inputs))
     if inputs.method == "freeze":
         return min(inputs.freeze_layers, shape.layers) * shape.layer_params
     return shape.params
+
+
+def _lora_layer_count(inputs: MemoryInputs) -> int:
+    return inputs.shape.layers if inputs.lora_layers is None else len(inputs.lora_layers)
+
+
+def _lora_backward_layers(inputs: MemoryInputs) -> int:
+    """Blocks from the lowest adapted one up: those below it see no tensor that needs a gradient."""
+    return inputs.shape.layers - (min(inputs.lora_layers) if inputs.lora_layers else 0)
+
+
+def _lora_module_count(inputs: MemoryInputs) -> int:
+    return len(inputs.lora_modules) if inputs.lora_modules is not None else LORA_MODULES_PER_LAYER
 
 
 def _frozen_bytes_per_param(inputs: MemoryInputs, setup: str) -> float:
@@ -122,9 +141,14 @@ def activation_bytes(inputs: MemoryInputs, setup: str) -> dict:
     small = 2 * 4 + 4 * shape.heads
     per_layer = a_h * shape.hidden + a_kv * shape.kv_dim + a_f * shape.ffn + small
     if inputs.method in ("lora", "qlora"):
-        per_layer += LORA_MODULES_PER_LAYER * inputs.lora_rank * (4 if profile == "lora_fp32" else 2)
+        per_layer += _lora_module_count(inputs) * inputs.lora_rank * (4 if profile == "lora_fp32" else 2)
     # Blocks below the first trainable one see no tensor that needs a gradient, so autograd saves nothing there.
-    active_layers = min(inputs.freeze_layers, shape.layers) if inputs.method == "freeze" else shape.layers
+    if inputs.method == "freeze":
+        active_layers = min(inputs.freeze_layers, shape.layers)
+    elif inputs.method in ("lora", "qlora"):
+        active_layers = _lora_backward_layers(inputs)
+    else:
+        active_layers = shape.layers
     tokens = inputs.batch_size * inputs.seq_len
     if inputs.grad_checkpointing:
         # Only each block's input is kept (fp32 residual stream under autocast); one block is recomputed at a time.
@@ -140,7 +164,7 @@ def activation_bytes(inputs: MemoryInputs, setup: str) -> dict:
         "profile": profile,
         "per_layer_per_token_bytes": per_layer,
         "per_layer_formula": f"{a_h}*h + {a_kv}*kv + {a_f}*f + 8 + 4*heads"
-        + (f" + {LORA_MODULES_PER_LAYER}*r*bytes" if inputs.method in ("lora", "qlora") else ""),
+        + (f" + {_lora_module_count(inputs)}*r*bytes" if inputs.method in ("lora", "qlora") else ""),
         "active_layers": active_layers,
         "tokens_per_micro_batch": tokens,
         "layers_bytes": layers_bytes,
@@ -285,6 +309,10 @@ def estimate_memory(inputs: MemoryInputs, gpu_memory_gib: float | None = None, s
             "layers": shape.layers,
             "vocab": shape.vocab,
             "lora_rank": inputs.lora_rank if inputs.method in ("lora", "qlora") else None,
+            "lora_modules": (list(inputs.lora_modules) if inputs.lora_modules else "all-linear")
+            if inputs.method in ("lora", "qlora")
+            else None,
+            "lora_layers": _lora_layer_count(inputs) if inputs.method in ("lora", "qlora") else None,
             "grad_checkpointing": inputs.grad_checkpointing,
         },
         "formulas": {

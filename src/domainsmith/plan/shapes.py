@@ -52,11 +52,25 @@ class ModelShape:
         """Parameters of the biggest single module (what DeepSpeed's ZeRO-3 estimator calls the largest layer)."""
         return max(self.vocab * self.hidden, self.hidden * self.ffn, self.hidden * self.hidden)
 
-    def lora_params(self, rank: int) -> int:
-        """LoRA on all linear layers of every block (PEFT 'all-linear' skips the output head): r*(in+out) each."""
+    def linear_dims(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each linear module of a Llama-style block, by its usual module name."""
         h, kv, f = self.hidden, self.kv_dim, self.ffn
-        per_layer = rank * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + f) + (f + h))
-        return per_layer * self.layers
+        return {
+            "q_proj": (h, h),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (h, h),
+            "gate_proj": (h, f),
+            "up_proj": (h, f),
+            "down_proj": (f, h),
+        }
+
+    def lora_params(self, rank: int, modules: tuple[str, ...] | None = None, layers: int | None = None) -> int:
+        """LoRA adapters: r*(in+out) per adapted module; default all linear modules of every block
+        (PEFT 'all-linear' skips the output head)."""
+        dims = self.linear_dims()
+        chosen = dims.values() if modules is None else [dims[m] for m in modules]
+        return rank * sum(i + o for i, o in chosen) * (self.layers if layers is None else layers)
 
     def as_dict(self) -> dict:
         """JSON-ready: the fields plus the derived sizes the memory estimate uses."""
