@@ -182,3 +182,97 @@ def test_interrupted_stage_resumes_from_last_checkpoint(tmp_path, tiny_model_dir
     rows = [json.loads(line) for line in (stage_dir / "loss.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 8  # steps 4-5 were trained again, logged once
+
+
+def test_kl_to_reference_matches_torch_kl_div():
+    from domainsmith.train.target_loss import kl_to_reference
+
+    torch.manual_seed(0)
+    logits, reference = torch.randn(2, 3, 11), torch.randn(2, 3, 11)
+    mask = torch.tensor([[True, True, False], [False, True, True]])
+    expected = torch.nn.functional.kl_div(
+        logits.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="none"
+    ).sum(-1)[mask].sum()
+    assert torch.allclose(kl_to_reference(logits, reference, mask), expected, atol=1e-6)
+    assert kl_to_reference(reference, reference, mask).abs() < 1e-6
+
+
+def _lora_batch_and_trainer(tmp_path, tiny_model_dir, general_kl: float):
+    """A tiny LoRA model whose adapter already differs from the base, a padded batch, and our trainer."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainingArguments
+
+    from domainsmith.data.sources import load_instruction_sources
+    from domainsmith.train.collate import PadCollator
+    from domainsmith.train.target_loss import TargetLogitsTrainer
+
+    recipe = _recipe(tmp_path, "lora")
+    tok = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(load_causal_lm(str(tiny_model_dir), trainable=True), config)
+    examples, _ = tokenize_conversations(tok, load_instruction_sources(recipe).conversations, 64)
+    features = [{"input_ids": e.input_ids, "labels": e.labels, "distill": i != 1} for i, e in enumerate(examples[:3])]
+    batch = PadCollator(tok.pad_token_id)(features)
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none")
+    return model, batch, TargetLogitsTrainer(model=model, args=args, general_kl=general_kl)
+
+
+def test_general_kl_adds_the_kl_to_the_base_on_distill_rows_only(tmp_path, tiny_model_dir):
+    import torch.nn.functional as F
+
+    model, batch, trainer = _lora_batch_and_trainer(tmp_path, tiny_model_dir, general_kl=2.0)
+    ours = trainer.compute_loss(model, dict(batch))
+
+    labels, rows = batch["labels"], torch.tensor([0, 2])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        logits = model(**inputs).logits[:, :-1]
+        with model.disable_adapter():
+            base_logits = model(**inputs).logits[:, :-1]
+    targets = labels[:, 1:]
+    mask = targets != -100
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum")
+    log_p, log_q = logits[rows].log_softmax(-1), base_logits[rows].log_softmax(-1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(-1)[mask[rows]].sum()
+    assert kl > 1e-3  # the adapter is not the identity, so the term is live
+    assert torch.allclose(ours, (ce + 2.0 * kl) / mask.sum(), rtol=1e-5)
+
+
+def test_general_kl_gradient_pulls_the_adapter_back_to_the_base(tmp_path, tiny_model_dir):
+    model, batch, trainer = _lora_batch_and_trainer(tmp_path, tiny_model_dir, general_kl=1.0)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    from domainsmith.train.target_loss import target_positions
+
+    keep = target_positions(batch["labels"])
+    targets = batch["labels"][:, 1:][:, keep]
+
+    def kl_now():
+        logits = model(**inputs, logits_to_keep=keep).logits.float()
+        return trainer._kl_term(model, inputs, keep, logits, targets, batch["distill"])
+
+    before = kl_now()
+    before.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 1e-2 * p.grad / p.grad.norm().clamp(min=1e-12)
+    assert kl_now() < before.detach()
+
+
+def test_general_kl_is_logged_during_training(tmp_path, tiny_model_dir):
+    from conftest import write_jsonl
+
+    write_jsonl(tmp_path / "general.jsonl", [{"instruction": f"Name colour {i}.", "output": "Blue."} for i in range(4)])
+    recipe = _recipe(tmp_path, "lora", "    general_kl: 1.0\n")
+    recipe.data.append(recipe.data[0].model_copy(update={"path": tmp_path / "general.jsonl", "role": "general"}))
+    run_sft(recipe, recipe.stages[0], str(tiny_model_dir), tmp_path / "stage", show_progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "stage" / "loss.jsonl").read_text().splitlines()]
+    assert any(r.get("general_kl_per_token", 0) > 0 for r in rows)
+
+
+def test_general_kl_is_refused_without_lora(tmp_path):
+    from domainsmith.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="general_kl needs finetuning: lora"):
+        _recipe(tmp_path, "full", "    general_kl: 1.0\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import RecipeError
 from .models import DEFAULT_MODEL
@@ -75,6 +75,21 @@ class SFTStage(_Strict):
     save_steps: int = Field(100, gt=0, description="checkpoint every N optimizer steps (a killed run resumes)")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 where the hardware has it")
     merge: bool = Field(False, description="also write a merged full model (LoRA only)")
+    general_kl: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a KL(base || tuned) term on the answer tokens of general-role data, against "
+        "forgetting; the base is the model with its LoRA adapter off, so LoRA only",
+    )
+
+    @model_validator(mode="after")
+    def _general_kl_needs_lora(self) -> SFTStage:
+        if self.general_kl > 0 and self.finetuning != "lora":
+            raise ValueError(
+                f"general_kl needs finetuning: lora (the base model is the adapter switched off); "
+                f"with finetuning: {self.finetuning} use general replay data without it"
+            )
+        return self
 
 
 Stage = Annotated[Union[SFTStage], Field(discriminator="type")]  # noqa: UP007 - more stage types join this union

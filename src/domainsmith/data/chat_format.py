@@ -19,6 +19,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
     truncated: bool
+    role: str | None = None  # the source's role (domain / general), when the caller gave roles
 
 
 @dataclass
@@ -73,12 +74,18 @@ def tokenize_conversation(tokenizer, messages: list[dict[str, str]], max_seq_len
     return TokenizedExample(input_ids[:max_seq_len], labels[:max_seq_len], truncated)
 
 
-def tokenize_conversations(tokenizer, conversations, max_seq_len: int) -> tuple[list[TokenizedExample], TokenizeStats]:
-    """Tokenize many conversations; examples with no target token left after truncation are dropped and counted."""
+def tokenize_conversations(
+    tokenizer, conversations, max_seq_len: int, roles: list[str] | None = None
+) -> tuple[list[TokenizedExample], TokenizeStats]:
+    """Tokenize many conversations; examples with no target token left after truncation are dropped and counted.
+
+    `roles`, parallel to `conversations`, is carried onto each kept example.
+    """
     stats = TokenizeStats()
     kept: list[TokenizedExample] = []
-    for conv in conversations:
+    for i, conv in enumerate(conversations):
         ex = tokenize_conversation(tokenizer, conv.messages, max_seq_len)
+        ex.role = roles[i] if roles is not None else None
         stats.examples += 1
         stats.truncated += ex.truncated
         if all(label == IGNORE_INDEX for label in ex.labels):

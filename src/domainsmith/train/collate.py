@@ -24,4 +24,7 @@ class PadCollator:
             input_ids[row, :k] = torch.tensor(f["input_ids"])
             labels[row, :k] = torch.tensor(f["labels"])
             attention[row, :k] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        if "distill" in features[0]:
+            batch["distill"] = torch.tensor([bool(f["distill"]) for f in features])
+        return batch

@@ -65,7 +65,7 @@ def run_sft(
             [{"source": r.source, "line": r.line, "reason": r.reason, "record": r.record} for r in sources.rejects],
         )
     tokenizer = load_tokenizer(model_path, padding_side="right")
-    examples, tok_stats = tokenize_conversations(tokenizer, sources.conversations, stage.max_seq_len)
+    examples, tok_stats = tokenize_conversations(tokenizer, sources.conversations, stage.max_seq_len, sources.roles)
     if not examples:
         raise DataError(recipe.source or "recipe", "no training example has an assistant token within max_seq_len")
 
@@ -104,6 +104,9 @@ def run_sft(
         remove_unused_columns=False,
     )
     dataset = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
+    if stage.general_kl > 0:
+        for row, ex in zip(dataset, examples, strict=True):
+            row["distill"] = ex.role == "general"
     callbacks = [JsonlLossLogger(stage_dir / "loss.jsonl")]
     if show_progress:
         callbacks.append(RichProgress(f"sft:{stage.name}"))
@@ -114,6 +117,7 @@ def run_sft(
         data_collator=PadCollator(tokenizer.pad_token_id),
         callbacks=callbacks,
         optimizer_cls_and_kwargs=_loraplus_optimizer(stage, model),
+        general_kl=stage.general_kl,
     )
     from transformers.trainer_callback import PrinterCallback
 
