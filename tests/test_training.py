@@ -190,9 +190,11 @@ def test_kl_to_reference_matches_torch_kl_div():
     torch.manual_seed(0)
     logits, reference = torch.randn(2, 3, 11), torch.randn(2, 3, 11)
     mask = torch.tensor([[True, True, False], [False, True, True]])
-    expected = torch.nn.functional.kl_div(
-        logits.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="none"
-    ).sum(-1)[mask].sum()
+    expected = (
+        torch.nn.functional.kl_div(logits.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="none")
+        .sum(-1)[mask]
+        .sum()
+    )
     assert torch.allclose(kl_to_reference(logits, reference, mask), expected, atol=1e-6)
     assert kl_to_reference(reference, reference, mask).abs() < 1e-6
 

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_common import JsonOpt, err, log, out, print_json, quiet_libraries, user_errors
+from .cli_kb import kb_app
 from .errors import DomainsmithError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build vertical-domain LLMs and measure them.")
 models_app = typer.Typer(no_args_is_help=True, help="Model aliases and the conversion cache.")
 app.add_typer(models_app, name="models")
-
-out = Console()
-err = Console(stderr=True)
+app.add_typer(kb_app, name="kb")
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
 BadOpt = Annotated[
     str,
     typer.Option(
@@ -34,41 +29,24 @@ BadOpt = Annotated[
 ]
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
+ModesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--modes",
+        help="comma-separated eval modes, replacing the recipe's eval.modes: closed, rag (the recipe's kb), "
+        "rag_gold (each item's gold passage), icl (the recipe's icl examples)",
+    ),
+]
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
-
-def user_errors(fn):
-    """Print DomainsmithError as one clear message and exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DomainsmithError as exc:
-            # Messages quote file contents and paths: escape them so '[...]' is never read as rich markup.
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper
+def _with_modes(recipe, modes: str | None):
+    return recipe if modes is None else recipe.with_eval_modes([m.strip() for m in modes.split(",") if m.strip()])
 
 
 def _bad_record_mode(value: str) -> str:
     if value not in ("fail", "skip"):
         raise DomainsmithError(f"--on-bad-record must be 'fail' or 'skip', got '{value}'")
     return value
-
-
-def _log(message: str) -> None:
-    err.print(f"[dim]•[/] {message}", highlight=False)
-
-
-def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _summary_table(summary: dict) -> Table:
@@ -95,16 +73,16 @@ def _summary_table(summary: dict) -> Table:
 
 @app.command()
 @user_errors
-def run(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = "fail"):
+def run(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = "fail", modes: ModesOpt = None):
     """Train every stage, evaluate base and trained models on the same items, write summary.json."""
     from .pipeline import run_recipe
     from .recipe import load_recipe
 
-    _quiet_libraries()
-    r = load_recipe(recipe)
-    summary = run_recipe(r, _bad_record_mode(on_bad_record), _log, show_progress=not json_out)
+    quiet_libraries()
+    r = _with_modes(load_recipe(recipe), modes)
+    summary = run_recipe(r, _bad_record_mode(on_bad_record), log, show_progress=not json_out)
     if json_out:
-        _print_json(summary)
+        print_json(summary)
     else:
         out.print(_summary_table(summary))
         out.print(f"summary: {r.out_dir / 'summary.json'}   details: {r.out_dir / 'eval.json'}")
@@ -117,12 +95,12 @@ def train(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = 
     from .pipeline import stage_metrics, train_recipe
     from .recipe import load_recipe
 
-    _quiet_libraries()
+    quiet_libraries()
     r = load_recipe(recipe)
-    variants = train_recipe(r, _bad_record_mode(on_bad_record), _log, show_progress=not json_out)
+    variants = train_recipe(r, _bad_record_mode(on_bad_record), log, show_progress=not json_out)
     result = {"variants": [v.__dict__ for v in variants], "stages": stage_metrics(r)}
     if json_out:
-        _print_json(result)
+        print_json(result)
     else:
         for v in variants[1:]:
             m = result["stages"].get(v.name, {})
@@ -134,23 +112,24 @@ def train(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = 
 
 @app.command("eval")
 @user_errors
-def eval_cmd(recipe: RecipeArg, json_out: JsonOpt = False):
-    """Evaluate the base model and every trained stage on the recipe's suites; write eval.json."""
+def eval_cmd(recipe: RecipeArg, json_out: JsonOpt = False, modes: ModesOpt = None):
+    """Evaluate the base model and every trained stage on the recipe's suites, in every eval mode; write eval.json."""
     from .pipeline import evaluate_trained
     from .recipe import load_recipe
 
-    _quiet_libraries()
-    r = load_recipe(recipe)
-    report = evaluate_trained(r, _log, show_progress=not json_out)
+    quiet_libraries()
+    r = _with_modes(load_recipe(recipe), modes)
+    report = evaluate_trained(r, log, show_progress=not json_out)
     if json_out:
-        _print_json({k: v for k, v in report.items() if k != "items"})
+        print_json({k: v for k, v in report.items() if k != "items"})
         return
     table = Table(title=f"accuracy ({r.out_dir / 'eval.json'})")
     table.add_column("variant")
     for suite in r.eval.suites:
         table.add_column(f"{suite.name} ({suite.role})", justify="right")
     for name, v in report["variants"].items():
-        table.add_row(name, *(f"{v['suites'][s.name]['accuracy']:.3f}" for s in r.eval.suites))
+        cells = [v["suites"].get(s.name) for s in r.eval.suites]
+        table.add_row(name, *(f"{c['accuracy']:.3f}" if c else "-" for c in cells))
     out.print(table)
 
 
@@ -207,7 +186,7 @@ def plan(
         )
     )
     if json_out:
-        _print_json(result)
+        print_json(result)
     else:
         render_plan(result, out)
 
@@ -222,20 +201,33 @@ def ask(
     question: Annotated[str, typer.Argument(help="the question")],
     model: ModelOpt = "smollm2-135m-instruct",
     adapter: AdapterOpt = None,
+    mode: Annotated[
+        str, typer.Option(help="closed: the model alone; rag: with --kb sources; icl: with --examples as few-shot")
+    ] = "closed",
+    kb: Annotated[Path | None, typer.Option("--kb", help="knowledge base dir (domainsmith kb build)")] = None,
+    examples: Annotated[Path | None, typer.Option(help="instruction file of solved examples (--mode icl)")] = None,
+    k: Annotated[int, typer.Option("-k", help="rag: chunks to retrieve; icl: examples at most")] = 5,
+    budget_tokens: Annotated[int, typer.Option(help="generator tokens for sources / examples")] = 1024,
+    system: Annotated[str | None, typer.Option(help="system prompt (default: the model template's own)")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate at most")] = 256,
     json_out: JsonOpt = False,
 ):
-    """Answer one question (greedy decoding) with the model and optional adapter."""
-    from .infer.generation import generate_batch
-    from .model_loading import load_for_inference
+    """Answer one question (greedy decoding): closed book, from a knowledge base with citations, or few-shot."""
+    from .infer.answer import answer_question
 
-    _quiet_libraries()
-    tok, lm = load_for_inference(model, adapter, on_convert=_log)
-    answer = generate_batch(lm, tok, [[{"role": "user", "content": question}]], max_new_tokens, 1)[0]
+    if mode not in ("closed", "rag", "icl"):
+        raise typer.BadParameter(f"--mode must be closed, rag or icl, got '{mode}'")
+    quiet_libraries()
+    result = answer_question(
+        question, model, adapter, mode=mode, kb_dir=kb, examples=examples, k=k, budget_tokens=budget_tokens,
+        system=system, max_new_tokens=max_new_tokens, on_convert=log,
+    )  # fmt: skip
     if json_out:
-        _print_json({"question": question, "answer": answer, "model": model, "adapter": str(adapter or "") or None})
-    else:
-        out.print(answer, highlight=False)
+        print_json(result)
+        return
+    out.print(result["answer"], highlight=False, markup=False)
+    for c in result.get("citations", []):
+        out.print(escape(f"[{c['number']}] {c['source']}"), style="dim", highlight=False)
 
 
 @app.command()
@@ -251,8 +243,8 @@ def chat(
     from .infer.generation import stream_reply
     from .model_loading import load_for_inference
 
-    _quiet_libraries()
-    tok, lm = load_for_inference(model, adapter, on_convert=_log)
+    quiet_libraries()
+    tok, lm = load_for_inference(model, adapter, on_convert=log)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     start = list(history)
     err.print("[dim]chat: empty line or Ctrl-D quits, /reset clears history[/]")
@@ -285,7 +277,7 @@ def models_list(json_out: JsonOpt = False):
 
     rows = alias_status()
     if json_out:
-        _print_json({"home": str(domainsmith_home()), "aliases": rows})
+        print_json({"home": str(domainsmith_home()), "aliases": rows})
         return
     table = Table(title=f"model aliases (cache: {domainsmith_home()})")
     for col in ("alias", "installed", "converted", "description"):
@@ -306,8 +298,8 @@ def models_convert(name: Annotated[str, typer.Argument(help="alias or .gguf file
     """Convert an alias or GGUF file to an HF model dir in the cache now (otherwise done on first use)."""
     from .models import resolve_model
 
-    _quiet_libraries()
-    out.print(resolve_model(name, on_convert=_log))
+    quiet_libraries()
+    out.print(resolve_model(name, on_convert=log))
 
 
 if __name__ == "__main__":
