@@ -15,7 +15,7 @@ from .data.instructions import OnBadRecord
 from .data.sources import LoadedSources, load_instruction_sources
 from .errors import LeakageError
 from .evaluate.leakage import find_overlaps
-from .evaluate.qa_suite import QAItem, load_qa_items, paired_flips, score_qa
+from .evaluate.qa_suite import QAItem, load_qa_items, paired_flips
 from .files import atomic_write_json, file_sha256, json_sha256, read_json
 from .manifest import begin_stage, complete_stage, stage_state
 from .models import resolve_model
@@ -158,42 +158,126 @@ def stage_metrics(recipe: Recipe) -> dict[str, dict]:
     return out
 
 
-def _evaluate_variant(recipe: Recipe, variant: Variant, suites: dict[str, list[QAItem]], log: Log, show_progress: bool):
-    """Score one variant on every suite; cached in <run_dir>/eval/<variant>.json keyed by all inputs."""
+def prepare_modes(recipe: Recipe, suites: dict[str, list[QAItem]], log: Log = print, show_progress: bool = True):
+    """Build (incrementally) the KB and embed the ICL examples when eval.modes asks for them.
+
+    Returns the loaded resources and a fingerprint per mode, so cached evaluations follow KB / example changes.
+    The ICL examples go through the same leakage check as training data: a solved example may not be an eval item.
+    """
+    from .evaluate.modes import ModeResources
+
+    res, fingerprints = ModeResources(), {"closed": None}
+    modes = recipe.eval.modes
+    if "rag" in modes or "rag_gold" in modes:
+        kb = recipe.kb
+        if kb is not None:
+            res.k, res.rag_budget = kb.k, kb.budget_tokens
+    if "rag" in modes:
+        from .kb import build_kb, open_kb
+
+        report = build_kb(
+            [recipe.resolve(p) for p in recipe.kb.documents],
+            recipe.kb_dir,
+            embedding_model=recipe.kb.embedding_model,
+            show_progress=show_progress,
+        )
+        docs = report.to_json()["documents"]
+        log(f"kb {recipe.kb_dir}: {report.chunks_total} chunks ({docs['added']} added, {docs['updated']} updated, "
+            f"{docs['removed']} removed, {docs['unchanged']} unchanged documents)")  # fmt: skip
+        res.kb = open_kb(recipe.kb_dir, recipe.kb.embedding_model)
+        kb_fp = file_sha256(recipe.kb_dir / "kb.json")
+        fingerprints["rag"] = {"kb": kb_fp, "k": kb.k, "budget": kb.budget_tokens}
+    if "rag_gold" in modes:
+        fingerprints["rag_gold"] = {"budget": res.rag_budget}
+    if "icl" in modes:
+        from .data.instructions import read_instructions
+        from .evaluate.leakage import find_overlaps
+        from .infer.few_shot import ExamplePool
+        from .kb.embedding import load_embedder, model_fingerprint, resolve_embedding_model
+
+        path = recipe.resolve(recipe.icl.examples)
+        overlaps = find_overlaps(suites, read_instructions(path).conversations)
+        if overlaps:
+            first = overlaps[0]
+            raise LeakageError(
+                f"{len(overlaps)} eval item(s) appear among the ICL examples, e.g. suite '{first.suite}' item "
+                f"'{first.item_id}' at {first.train_source}:{first.train_line}; an example would hand over the answer"
+            )
+        ref = resolve_embedding_model(recipe.kb.embedding_model if recipe.kb else None)
+        embedder = load_embedder(ref, model_fingerprint(ref.path))
+        res.examples, res.icl_k, res.icl_budget = (
+            ExamplePool.from_file(path, embedder),
+            recipe.icl.k,
+            recipe.icl.budget_tokens,
+        )
+        fingerprints["icl"] = {"examples": file_sha256(path), "embedder": embedder.fingerprint,
+                               "k": recipe.icl.k, "budget": recipe.icl.budget_tokens}  # fmt: skip
+    return res, fingerprints
+
+
+def variant_label(variant: Variant, mode: str) -> str:
+    """'sft' for the closed-book model, 'sft+rag' for it with the KB, and so on."""
+    return variant.name if mode == "closed" else f"{variant.name}+{mode}"
+
+
+def _evaluate_variant(
+    recipe: Recipe,
+    variant: Variant,
+    suites: dict[str, list[QAItem]],
+    log: Log,
+    show_progress: bool,
+    resources=None,
+    mode_fingerprints: dict | None = None,
+) -> dict[str, dict]:
+    """Score one variant on every suite in every mode; cached per mode in <run_dir>/eval/<label>.json."""
+    from .evaluate.modes import ModeResources, annotate, mode_prompts
+    from .evaluate.qa_suite import score_qa
     from .model_loading import load_for_inference
     from .precision import use_bf16
 
-    settings = recipe.eval.model_dump(mode="json")
+    resources = resources or ModeResources()
+    mode_fingerprints = mode_fingerprints or {"closed": None}
+    settings = recipe.eval.model_dump(mode="json", exclude={"modes"})
     bf16 = use_bf16("auto")
     suite_fp = {s.name: file_sha256(recipe.resolve(s.path)) for s in recipe.eval.suites}
-    fp = json_sha256({"variant": variant.fingerprint, "suites": suite_fp, "settings": settings, "bf16": bf16})
-    cache = recipe.out_dir / "eval" / f"{variant.name}.json"
-    if cache.is_file():
-        cached = read_json(cache)
-        if cached.get("fingerprint") == fp:
-            log(f"eval '{variant.name}': up to date, reusing {cache}")
-            return cached["suites"]
-    tokenizer, model = load_for_inference(variant.model_path, variant.adapter)
-    results = {}
-    for suite in recipe.eval.suites:
-        items = suites[suite.name]
-        with _progress(f"eval {variant.name}:{suite.name}", len(items), show_progress) as advance:
-            result = score_qa(
-                model,
-                tokenizer,
-                items,
-                suite.match,
-                recipe.eval.max_new_tokens,
-                recipe.eval.batch_size,
-                bf16,
-                advance,
-                system=suite.system,
-            )
-        result["role"] = suite.role
-        results[suite.name] = result
-        log(f"eval '{variant.name}' {suite.name}: {result['accuracy']:.3f} ({result['correct']}/{result['n']})")
-    atomic_write_json(cache, {"fingerprint": fp, "variant": variant.__dict__, "suites": results})
-    return results
+    loaded = None
+    out = {}
+    for mode in recipe.eval.modes:
+        label = variant_label(variant, mode)
+        inputs = {"variant": variant.fingerprint, "suites": suite_fp, "settings": settings, "bf16": bf16}
+        if mode != "closed":  # closed-book keys stay as before modes existed, so old caches still apply
+            inputs.update(mode=mode, mode_inputs=mode_fingerprints[mode])
+        fp = json_sha256(inputs)
+        cache = recipe.out_dir / "eval" / f"{label}.json"
+        if cache.is_file():
+            cached = read_json(cache)
+            if cached.get("fingerprint") == fp:
+                log(f"eval '{label}': up to date, reusing {cache}")
+                out[label] = cached["suites"]
+                continue
+        if loaded is None:
+            loaded = load_for_inference(variant.model_path, variant.adapter)
+        tokenizer, model = loaded
+        results = {}
+        for suite in recipe.eval.suites:
+            items = suites[suite.name]
+            if mode == "rag_gold" and not any(it.gold_passage for it in items):
+                log(f"eval '{label}' {suite.name}: skipped (its items have no gold_passage)")
+                continue
+            chats, contexts = mode_prompts(mode, items, tokenizer, resources, suite.system)
+            with _progress(f"eval {label}:{suite.name}", len(items), show_progress) as advance:
+                result = score_qa(model, tokenizer, items, suite.match, recipe.eval.max_new_tokens,
+                                  recipe.eval.batch_size, bf16, advance, chats=chats)  # fmt: skip
+            result = annotate(mode, result, contexts, resources.k)
+            result["role"] = suite.role
+            results[suite.name] = result
+            extra = ""
+            if "retrieval" in result:
+                extra = f", recall@{resources.k} {result['retrieval'][f'recall@{resources.k}']:.3f}"
+            log(f"eval '{label}' {suite.name}: {result['accuracy']:.3f} ({result['correct']}/{result['n']}){extra}")
+        atomic_write_json(cache, {"fingerprint": fp, "variant": {**variant.__dict__, "mode": mode}, "suites": results})
+        out[label] = results
+    return out
 
 
 class _progress:
@@ -217,6 +301,9 @@ class _progress:
             self.bar.stop()
 
 
+_SUITE_SUMMARY_KEYS = ("accuracy", "correct", "n", "role", "retrieval", "citations", "abstained")
+
+
 def evaluate_recipe(
     recipe: Recipe,
     variants: list[Variant],
@@ -225,13 +312,21 @@ def evaluate_recipe(
     overlaps=None,
     suites: dict[str, list[QAItem]] | None = None,
 ) -> dict:
-    """Score every variant on every suite (same items), compare first (base) and last, write eval.json."""
+    """Score every variant in every mode on every suite (same items); compare the first and last variants
+    closed-book (before/after training) and lay out all (variant, mode) pairs as a strategy matrix; write eval.json."""
     suites = suites if suites is not None else load_suites(recipe)
-    scored = {v.name: _evaluate_variant(recipe, v, suites, log, show_progress) for v in variants}
+    resources, mode_fps = prepare_modes(recipe, suites, log, show_progress)
+    scored: dict[str, dict] = {}
+    modes_of: dict[str, tuple[Variant, str]] = {}
+    for v in variants:
+        scored.update(_evaluate_variant(recipe, v, suites, log, show_progress, resources, mode_fps))
+        modes_of.update({variant_label(v, m): (v, m) for m in recipe.eval.modes})
     first, last = variants[0].name, variants[-1].name
+    reference = first if first in scored else variant_label(variants[0], recipe.eval.modes[0])
+    final = last if last in scored else variant_label(variants[-1], recipe.eval.modes[0])
     comparisons = {}
     for suite in recipe.eval.suites:
-        before, after = scored[first][suite.name], scored[last][suite.name]
+        before, after = scored[reference][suite.name], scored[final][suite.name]
         comparisons[suite.name] = {
             "role": suite.role,
             "before": before["accuracy"],
@@ -240,24 +335,37 @@ def evaluate_recipe(
             "flips": paired_flips(before, after),
         }
     report = {
-        "before_variant": first,
-        "after_variant": last,
+        "before_variant": reference,
+        "after_variant": final,
         "comparisons": comparisons,
         "variants": {
-            v.name: {
-                "model": v.model_path,
-                "adapter": v.adapter,
-                "suites": {
-                    k: {x: r[x] for x in ("accuracy", "correct", "n", "role")} for k, r in scored[v.name].items()
-                },
+            label: {
+                "model": modes_of[label][0].model_path,
+                "adapter": modes_of[label][0].adapter,
+                "mode": modes_of[label][1],
+                "suites": {k: {x: r[x] for x in _SUITE_SUMMARY_KEYS if x in r} for k, r in results.items()},
             }
-            for v in variants
+            for label, results in scored.items()
         },
+        "strategies": strategy_matrix(scored, reference),
         "train_eval_overlap": overlaps or [],
-        "items": {v: {k: r["items"] for k, r in s.items()} for v, s in scored.items()},
+        "items": {label: {k: r["items"] for k, r in s.items()} for label, s in scored.items()},
     }
     atomic_write_json(recipe.out_dir / "eval.json", report)
     return report
+
+
+def strategy_matrix(scored: dict[str, dict], reference: str) -> list[dict]:
+    """One row per (variant, mode): accuracy per suite, and items learned / forgotten against the reference."""
+    rows = []
+    for label, results in scored.items():
+        row = {"strategy": label}
+        for suite, r in results.items():
+            row[suite] = r["accuracy"]
+            if label != reference and suite in scored[reference]:
+                row[f"{suite}_flips"] = paired_flips(scored[reference][suite], r)
+        rows.append(row)
+    return rows
 
 
 def summarize(recipe: Recipe, report: dict) -> dict:
@@ -267,6 +375,8 @@ def summarize(recipe: Recipe, report: dict) -> dict:
         for name, c in report["comparisons"].items()
     }
     summary["variants"] = {"before": report["before_variant"], "after": report["after_variant"]}
+    summary["strategies"] = {row["strategy"]: {k: v for k, v in row.items() if not k.endswith(("_flips", "strategy"))}
+                             for row in report["strategies"]}  # fmt: skip
     summary["stages"] = stage_metrics(recipe)
     atomic_write_json(recipe.out_dir / "summary.json", summary)
     return summary

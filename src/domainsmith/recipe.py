@@ -105,8 +105,34 @@ class QASuite(_Strict):
     system: str | None = Field(None, description="system prompt for every question; default: the template's own")
 
 
+EvalMode = Literal["closed", "rag", "rag_gold", "icl"]
+
+
+class KBSettings(_Strict):
+    """A domain knowledge base for RAG: built (incrementally) from `documents` by `run` and `eval`."""
+
+    documents: list[Path] = Field(description="files or folders (markdown, text, HTML, PDF, JSONL), recipe-relative")
+    dir: Path | None = Field(None, description="where the KB lives; default <run_dir>/kb")
+    embedding_model: str | None = Field(None, description="sentence-transformers dir; default all-MiniLM-L6-v2")
+    k: int = Field(5, gt=0, description="chunks retrieved per question")
+    budget_tokens: int = Field(1024, gt=0, description="generator tokens for the numbered sources in the prompt")
+
+
+class ICLSettings(_Strict):
+    """In-context learning: the most similar solved examples from an instruction file as few-shot turns."""
+
+    examples: Path = Field(description="instruction file (alpaca / sharegpt / messages), recipe-relative")
+    k: int = Field(4, gt=0, description="examples per question at most")
+    budget_tokens: int = Field(768, gt=0, description="generator tokens for the examples")
+
+
 class EvalSettings(_Strict):
     suites: list[QASuite] = Field(default_factory=list)
+    modes: list[EvalMode] = Field(
+        default_factory=lambda: ["closed"],
+        description="closed = the model alone; rag = with the recipe's kb; rag_gold = with each item's gold passage "
+        "(the ceiling for retrieval); icl = with the recipe's icl examples",
+    )
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(32, gt=0)
     allow_train_overlap: bool = Field(False, description="allow eval questions that also appear in training")
@@ -119,6 +145,8 @@ class Recipe(_Strict):
     seed: int = 0
     data: list[DataSource] = Field(default_factory=list)
     stages: list[Stage] = Field(default_factory=list)
+    kb: KBSettings | None = None
+    icl: ICLSettings | None = None
     eval: EvalSettings = Field(default_factory=EvalSettings)
 
     # Not part of the YAML: where the recipe lives, so relative paths resolve against it.
@@ -131,6 +159,33 @@ class Recipe(_Strict):
     @property
     def out_dir(self) -> Path:
         return self.run_dir if self.run_dir is not None else Path("runs") / self.name
+
+    @property
+    def kb_dir(self) -> Path | None:
+        if self.kb is None:
+            return None
+        return self.resolve(self.kb.dir) if self.kb.dir is not None else self.out_dir / "kb"
+
+    def with_eval_modes(self, modes: list[str]) -> Recipe:
+        """This recipe evaluated in other modes (the CLI's --modes), checked like the recipe's own."""
+        unknown = [m for m in modes if m not in typing.get_args(EvalMode)]
+        if unknown or not modes:
+            raise RecipeError(f"--modes: unknown {unknown or modes}; choose from {list(typing.get_args(EvalMode))}")
+        updated = self.model_copy(update={"eval": self.eval.model_copy(update={"modes": list(modes)})})
+        try:
+            return updated._modes_have_what_they_need()
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from exc
+
+    @model_validator(mode="after")
+    def _modes_have_what_they_need(self) -> Recipe:
+        if "rag" in self.eval.modes and self.kb is None:
+            raise ValueError("eval.modes has 'rag' but the recipe has no kb: section (kb: {documents: [...]})")
+        if "icl" in self.eval.modes and self.icl is None:
+            raise ValueError("eval.modes has 'icl' but the recipe has no icl: section (icl: {examples: FILE})")
+        if len(set(self.eval.modes)) != len(self.eval.modes):
+            raise ValueError(f"eval.modes lists a mode twice: {self.eval.modes}")
+        return self
 
     def stage(self, name: str) -> SFTStage:
         for s in self.stages:

@@ -17,6 +17,8 @@ class QAItem:
     id: str
     question: str
     answers: list[str]  # the gold answer first, then accepted aliases
+    gold_source: str | None = None  # the document that answers it (for retrieval recall / MRR)
+    gold_passage: str | None = None  # the passage that answers it (for the rag_gold ceiling)
 
 
 def load_qa_items(path: Path) -> list[QAItem]:
@@ -37,11 +39,15 @@ def load_qa_items(path: Path) -> list[QAItem]:
         aliases = value.get("aliases", [])
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
             raise DataError(path, "field 'aliases' must be a list of strings", rec.line)
+        gold = {k: value.get(k) for k in ("gold_source", "gold_passage")}
+        for key, v in gold.items():
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise DataError(path, f"field '{key}' must be a non-empty string when present", rec.line)
         item_id = str(value.get("id", f"line{rec.line}"))
         if item_id in seen:
             raise DataError(path, f"duplicate id '{item_id}'", rec.line)
         seen.add(item_id)
-        items.append(QAItem(item_id, question, [answer, *aliases]))
+        items.append(QAItem(item_id, question, [answer, *aliases], gold["gold_source"], gold["gold_passage"]))
     if not items:
         raise DataError(path, "no QA items in file")
     return items
@@ -57,10 +63,15 @@ def score_qa(
     bf16: bool = False,
     on_batch: Callable[[int], None] | None = None,
     system: str | None = None,
+    chats: list[list[dict[str, str]]] | None = None,
 ) -> dict:
-    """Accuracy plus one record per item (so before/after can be compared item by item)."""
-    prefix = [{"role": "system", "content": system}] if system else []
-    chats = [[*prefix, {"role": "user", "content": it.question}] for it in items]
+    """Accuracy plus one record per item (so before/after can be compared item by item).
+
+    `chats` replaces the plain question prompts (RAG and few-shot prompts end with the same question).
+    """
+    if chats is None:
+        prefix = [{"role": "system", "content": system}] if system else []
+        chats = [[*prefix, {"role": "user", "content": it.question}] for it in items]
     predictions = generate_batch(model, tokenizer, chats, max_new_tokens, batch_size, bf16, on_batch)
     matcher = contains_match if match == "contains" else exact_match
     records = [
