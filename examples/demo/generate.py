@@ -40,7 +40,7 @@ def write_domain(out: Path = DATA) -> list[Path]:
         stale.unlink()
     written = []
     for drug in drugs:
-        path = docs / f"{drug.name.lower()}.md"
+        path = docs / pharmacopoeia.monograph_file(drug)
         path.write_text(pharmacopoeia.monograph_markdown(drug), encoding="utf-8")
         written.append(path)
     for name, rows in [

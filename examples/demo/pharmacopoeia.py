@@ -173,14 +173,30 @@ def make_drugs(seed: int = SEED, n: int = N_DRUGS) -> list[Drug]:
     ]
 
 
+def monograph_passages(drug: Drug) -> dict[str, str]:
+    """The sentence of the monograph that states each fact: the gold passage for RAG evaluation."""
+    dosage = f"The standard dose of {drug.name} is {drug.dose}, taken {drug.schedule}."
+    return {
+        "maker": f"{drug.name} is a prescription medicine manufactured by {drug.maker}.",
+        "indication": f"{drug.name} is used to treat {drug.indication}.",
+        "dose": dosage,
+        "schedule": dosage,
+        "contraindication": f"{drug.name} must not be used in patients with {drug.contraindication}.",
+    }
+
+
+def monograph_file(drug: Drug) -> str:
+    return f"{drug.name.lower()}.md"
+
+
 def monograph_markdown(drug: Drug) -> str:
     """A domain document in the style of a pharmacopoeia entry (used by RAG and CPT)."""
+    p = monograph_passages(drug)
     return (
-        f"# {drug.name}\n\n"
-        f"{drug.name} is a prescription medicine manufactured by {drug.maker}.\n\n"
-        f"## Indication\n\n{drug.name} is used to treat {drug.indication}.\n\n"
-        f"## Dosage\n\nThe standard dose of {drug.name} is {drug.dose}, taken {drug.schedule}.\n\n"
-        f"## Contraindications\n\n{drug.name} must not be used in patients with {drug.contraindication}.\n"
+        f"# {drug.name}\n\n{p['maker']}\n\n"
+        f"## Indication\n\n{p['indication']}\n\n"
+        f"## Dosage\n\n{p['dose']}\n\n"
+        f"## Contraindications\n\n{p['contraindication']}\n"
     )
 
 
@@ -220,7 +236,8 @@ def training_instructions(drugs: list[Drug], seed: int = SEED) -> list[dict]:
 
 
 def heldout_qa(drugs: list[Drug], seed: int = SEED) -> list[dict]:
-    """One held-out question per fact, phrased with a template that training never uses."""
+    """One held-out question per fact, phrased with a template that training never uses, with the monograph and
+    sentence that answer it (retrieval recall and the gold-passage ceiling of RAG are scored against them)."""
     rng = random.Random(seed + 2)
     rows = []
     for drug in drugs:
@@ -232,6 +249,8 @@ def heldout_qa(drugs: list[Drug], seed: int = SEED) -> list[dict]:
                     "question": template.format(d=drug.name),
                     "answer": drug.value(field),
                     "field": field,
+                    "gold_source": monograph_file(drug),
+                    "gold_passage": monograph_passages(drug)[field],
                 }
             )
     return rows
