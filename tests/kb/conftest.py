@@ -40,25 +40,26 @@ def docs(tmp_path) -> Path:
     return folder
 
 
+def _tiny_bert_config(tokenizer, **extra):
+    """A one-layer, 32-wide BERT over MiniLM's vocabulary: a real architecture at test size."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, **extra)  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def other_embedding_model(tmp_path_factory) -> Path:
     """A different sentence-transformers model: tiny random BERT with MiniLM's tokenizer, mean pooling."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertModel
 
     from domainsmith.kb.embedding import resolve_embedding_model
 
     base = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_embedding_model(None).path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    BertModel(config).save_pretrained(base)
+    BertModel(_tiny_bert_config(tokenizer)).save_pretrained(base)
     tokenizer.save_pretrained(base)
     out = tmp_path_factory.mktemp("tiny-st")
     transformer = Transformer(str(base), max_seq_length=256)
@@ -69,20 +70,12 @@ def other_embedding_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cross_encoder(tmp_path_factory) -> Path:
     """A random one-label BERT classifier saved as a cross-encoder directory."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     from domainsmith.kb.embedding import resolve_embedding_model
 
     out = tmp_path_factory.mktemp("tiny-cross-encoder")
     tokenizer = AutoTokenizer.from_pretrained(resolve_embedding_model(None).path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(out)
+    BertForSequenceClassification(_tiny_bert_config(tokenizer, num_labels=1)).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
