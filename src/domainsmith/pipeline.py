@@ -167,24 +167,22 @@ def prepare_modes(recipe: Recipe, suites: dict[str, list[QAItem]], log: Log = pr
     from .evaluate.modes import ModeResources
 
     res, fingerprints = ModeResources(), {"closed": None}
-    modes = recipe.eval.modes
-    if "rag" in modes or "rag_gold" in modes:
-        kb = recipe.kb
-        if kb is not None:
-            res.k, res.rag_budget = kb.k, kb.budget_tokens
+    modes, kb = recipe.eval.modes, recipe.kb
+    if kb is not None:
+        res.k, res.rag_budget = kb.k, kb.budget_tokens
     if "rag" in modes:
         from .kb import build_kb, open_kb
 
         report = build_kb(
-            [recipe.resolve(p) for p in recipe.kb.documents],
+            [recipe.resolve(p) for p in kb.documents],
             recipe.kb_dir,
-            embedding_model=recipe.kb.embedding_model,
+            embedding_model=kb.embedding_model,
             show_progress=show_progress,
         )
         docs = report.to_json()["documents"]
         log(f"kb {recipe.kb_dir}: {report.chunks_total} chunks ({docs['added']} added, {docs['updated']} updated, "
             f"{docs['removed']} removed, {docs['unchanged']} unchanged documents)")  # fmt: skip
-        res.kb = open_kb(recipe.kb_dir, recipe.kb.embedding_model)
+        res.kb = open_kb(recipe.kb_dir, kb.embedding_model)
         kb_fp = file_sha256(recipe.kb_dir / "kb.json")
         fingerprints["rag"] = {"kb": kb_fp, "k": kb.k, "budget": kb.budget_tokens}
     if "rag_gold" in modes:
@@ -193,23 +191,20 @@ def prepare_modes(recipe: Recipe, suites: dict[str, list[QAItem]], log: Log = pr
         from .data.instructions import read_instructions
         from .evaluate.leakage import find_overlaps
         from .infer.few_shot import ExamplePool
-        from .kb.embedding import load_embedder, model_fingerprint, resolve_embedding_model
+        from .kb.embedding import embedder_for
 
         path = recipe.resolve(recipe.icl.examples)
-        overlaps = find_overlaps(suites, read_instructions(path).conversations)
+        conversations = read_instructions(path).conversations  # read once: leakage check and example pool
+        overlaps = find_overlaps(suites, conversations)
         if overlaps:
             first = overlaps[0]
             raise LeakageError(
                 f"{len(overlaps)} eval item(s) appear among the ICL examples, e.g. suite '{first.suite}' item "
                 f"'{first.item_id}' at {first.train_source}:{first.train_line}; an example would hand over the answer"
             )
-        ref = resolve_embedding_model(recipe.kb.embedding_model if recipe.kb else None)
-        embedder = load_embedder(ref, model_fingerprint(ref.path))
-        res.examples, res.icl_k, res.icl_budget = (
-            ExamplePool.from_file(path, embedder),
-            recipe.icl.k,
-            recipe.icl.budget_tokens,
-        )
+        embedder = embedder_for(kb.embedding_model if kb else None)
+        res.examples = ExamplePool.from_conversations(path, embedder, conversations)
+        res.icl_k, res.icl_budget = recipe.icl.k, recipe.icl.budget_tokens
         fingerprints["icl"] = {"examples": file_sha256(path), "embedder": embedder.fingerprint,
                                "k": recipe.icl.k, "budget": recipe.icl.budget_tokens}  # fmt: skip
     return res, fingerprints
@@ -321,9 +316,9 @@ def evaluate_recipe(
     for v in variants:
         scored.update(_evaluate_variant(recipe, v, suites, log, show_progress, resources, mode_fps))
         modes_of.update({variant_label(v, m): (v, m) for m in recipe.eval.modes})
-    first, last = variants[0].name, variants[-1].name
-    reference = first if first in scored else variant_label(variants[0], recipe.eval.modes[0])
-    final = last if last in scored else variant_label(variants[-1], recipe.eval.modes[0])
+    # Before/after compares the first and last variants closed-book, or in the first mode evaluated.
+    compared_mode = "closed" if "closed" in recipe.eval.modes else recipe.eval.modes[0]
+    reference, final = variant_label(variants[0], compared_mode), variant_label(variants[-1], compared_mode)
     comparisons = {}
     for suite in recipe.eval.suites:
         before, after = scored[reference][suite.name], scored[final][suite.name]

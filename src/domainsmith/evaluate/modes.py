@@ -71,9 +71,8 @@ def mode_prompts(mode: str, items: list[QAItem], tokenizer, res: ModeResources, 
                                       res.rag_budget, system)  # fmt: skip
             contexts.append({"sources": prompt.sources})
         elif mode == "icl":
-            shots = build_few_shot_prompt(it.question, res.examples, tokenizer, res.icl_k, res.icl_budget, system)
-            prompt = shots
-            contexts.append({"examples": [e.question for e, _ in shots.examples]})
+            prompt = build_few_shot_prompt(it.question, res.examples, tokenizer, res.icl_k, res.icl_budget, system)
+            contexts.append({"examples": [e.question for e, _ in prompt.examples]})
         else:
             raise RecipeError(f"unknown eval mode '{mode}'")
         chats.append(prompt.messages)

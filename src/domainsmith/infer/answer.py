@@ -50,11 +50,10 @@ def answer_question(
 
         retriever = open_kb(kb_dir)
     elif mode == "icl":
-        from ..kb.embedding import load_embedder, model_fingerprint, resolve_embedding_model
+        from ..kb.embedding import embedder_for
         from .few_shot import ExamplePool
 
-        ref = resolve_embedding_model(None)
-        pool = ExamplePool.from_file(Path(examples), load_embedder(ref, model_fingerprint(ref.path)))
+        pool = ExamplePool.from_file(Path(examples), embedder_for(None))
 
     from ..model_loading import load_for_inference
 
@@ -70,7 +69,7 @@ def answer_question(
             citations=[s.as_dict() for s in check.cited],
             invalid_citations=check.invalid,
             abstained=is_abstention(raw),
-            sources=[{**s.as_dict(), "score": h_score} for s, h_score in _scores(prompt.sources, hits)],
+            sources=[s.as_dict() for s in prompt.sources],
         )
         return result
     if mode == "icl":
@@ -83,12 +82,3 @@ def answer_question(
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     result["answer"] = generate_batch(lm, tokenizer, [messages], max_new_tokens, 1)[0]
     return result
-
-
-def _scores(sources, hits) -> list[tuple]:
-    """Each numbered source with the retrieval score of the best hit it came from."""
-    best: dict[str, float] = {}
-    for hit in hits:
-        key = (hit.parent_text or hit.text).strip()
-        best.setdefault(key, float(hit.score))
-    return [(s, best.get(s.text.strip())) for s in sources]

@@ -54,9 +54,16 @@ class ExamplePool:
     @classmethod
     def from_file(cls, path: Path, embedder, on_bad_record: str = "fail") -> ExamplePool:
         from ..data.instructions import read_instructions
+
+        conversations = read_instructions(Path(path), on_bad_record=on_bad_record).conversations
+        return cls.from_conversations(Path(path), embedder, conversations)
+
+    @classmethod
+    def from_conversations(cls, path: Path, embedder, conversations) -> ExamplePool:
+        """A pool from `path`'s conversations, already read (the path keys the embedding cache)."""
         from ..errors import DataError
 
-        examples = solved_examples(read_instructions(Path(path), on_bad_record=on_bad_record).conversations)
+        examples = solved_examples(conversations)
         if not examples:
             raise DataError(str(path), "no user -> assistant turn to use as an example")
         return cls(Path(path), embedder, examples)

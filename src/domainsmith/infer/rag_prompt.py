@@ -26,6 +26,7 @@ class Source:
     source: str
     text: str
     heading_path: str = ""
+    score: float | None = None  # retrieval score of the best hit read from this passage (None: given, not found)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -38,8 +39,8 @@ class RagPrompt:
     source_tokens: int  # generator tokens spent on the sources
 
 
-def _passages(hits) -> list[tuple[str, str, str]]:
-    """(source, passage, heading_path) in rank order, one per parent passage."""
+def _passages(hits) -> list[tuple[str, str, str, float | None]]:
+    """(source, passage, heading_path, score) in rank order, one per parent passage (the best hit's score)."""
     seen: set[tuple[str, str]] = set()
     out = []
     for hit in hits:
@@ -48,7 +49,8 @@ def _passages(hits) -> list[tuple[str, str, str]]:
         if key in seen:
             continue
         seen.add(key)
-        out.append((hit.source, passage, getattr(hit, "heading_path", "") or ""))
+        score = getattr(hit, "score", None)
+        out.append((hit.source, passage, getattr(hit, "heading_path", "") or "", score))
     return out
 
 
@@ -65,7 +67,7 @@ def build_rag_prompt(question: str, hits, tokenizer, budget_tokens: int = 1024, 
     sources: list[Source] = []
     blocks: list[str] = []
     used = 0
-    for source, passage, heading in _passages(hits):
+    for source, passage, heading, score in _passages(hits):
         block = _source_block(len(sources) + 1, source, passage)
         cost = len(tokenizer(block + "\n\n", add_special_tokens=False)["input_ids"])
         if used + cost > budget_tokens:
@@ -75,7 +77,7 @@ def build_rag_prompt(question: str, hits, tokenizer, budget_tokens: int = 1024, 
             passage = tokenizer.decode(ids)
             block = _source_block(1, source, passage)
             cost = len(tokenizer(block + "\n\n", add_special_tokens=False)["input_ids"])
-        sources.append(Source(len(sources) + 1, source, passage, heading))
+        sources.append(Source(len(sources) + 1, source, passage, heading, None if score is None else float(score)))
         blocks.append(block)
         used += cost
     body = "\n\n".join(blocks) if blocks else "(no sources found)"

@@ -148,6 +148,12 @@ def _one_intra_op_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def embedder_for(spec: str | Path | None = None) -> Embedder:
+    """Resolve and load an embedding model (None: the bundled default); reused within the process."""
+    ref = resolve_embedding_model(spec)
+    return load_embedder(ref, model_fingerprint(ref.path))
+
+
 @lru_cache(maxsize=2)
 def load_embedder(ref: EmbeddingModelRef, fingerprint: str) -> Embedder:
     """Load a resolved model; one already loaded in this process with the same files is reused."""
