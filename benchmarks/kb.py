@@ -263,7 +263,9 @@ def bench_store(size: int, columns: dict[str, list[str]], vectors: np.ndarray, q
     def lance_hybrid(i):
         dense = kb.store.vector_search(qvecs[i], CANDIDATES)
         sparse = kb.store.keyword_search(qtokens[i], CANDIDATES)
-        return rrf_fuse([[c.chunk_id for c in dense], [c.chunk_id for c in sparse]])[:K]
+        found = {c.chunk_id: c for c in sparse + dense}
+        fused = rrf_fuse([[c.chunk_id for c in dense], [c.chunk_id for c in sparse]])[:K]
+        return kb.store.fetch([found[chunk_id] for chunk_id, _ in fused])  # texts, as the baseline returns them
 
     idx = list(range(len(texts)))
     lance["hybrid_store_only"], _ = timed(lance_hybrid, idx)

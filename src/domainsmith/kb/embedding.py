@@ -88,6 +88,7 @@ class Embedder:
         self.dimension = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)  # longer inputs are truncated by the model
         self.tokenizer = self.model.tokenizer
+        self._direct_query: _DirectQueryEncoder | bool | None = None  # decided at the first query
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
@@ -124,10 +125,72 @@ class Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         """(dimension,) float32, unit length; uses the model's query prompt if it defines one."""
         with _one_intra_op_thread():
+            if self._direct_query is None:
+                self._direct_query = _DirectQueryEncoder.for_model(self.model)
+            if self._direct_query:
+                return self._direct_query(text)
             vector = self.model.encode_query(
                 [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
         return vector[0].astype(np.float32, copy=False)
+
+
+class _DirectQueryEncoder:
+    """The plain Transformer -> mean/CLS pooling -> normalize pipeline, called without sentence-transformers' encode.
+
+    For one short query, encode()'s batching, sorting and feature bookkeeping cost about 1.5 ms of a 13 ms call, and
+    search latency is what a user waits for. Used only for pipelines of exactly that shape with no query prompt, and
+    only after it reproduced encode_query on probe texts; anything else goes through encode_query.
+    """
+
+    _PROBES = ("what is the dose?", "Which contraindications apply to adults over sixty-five with kidney disease?")
+
+    def __init__(self, transformer, pooling_mode: str):
+        self.tokenizer = transformer.tokenizer
+        self.model = transformer.auto_model
+        self.max_length = int(transformer.max_seq_length)
+        self.pooling_mode = pooling_mode
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __call__(self, text: str) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            enc = self.tokenizer([text], return_tensors="pt", truncation=True, max_length=self.max_length)
+            enc = {k: v.to(self.model.device) for k, v in enc.items()}
+            hidden = self.model(**enc).last_hidden_state[0].float()
+            if self.pooling_mode == "cls":
+                vector = hidden[0]
+            else:
+                mask = enc["attention_mask"][0].unsqueeze(-1).to(hidden.dtype)
+                vector = (hidden * mask).sum(0) / mask.sum().clamp(min=1e-9)
+            vector = torch.nn.functional.normalize(vector, dim=0)  # as encode_query(normalize_embeddings=True)
+        return vector.cpu().numpy().astype(np.float32, copy=False)
+
+    @classmethod
+    def for_model(cls, model) -> _DirectQueryEncoder | bool:
+        """An encoder equivalent to `model.encode_query`, or False when the model's pipeline is anything else."""
+        kinds = [type(module).__name__ for module in model]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return False
+        if (getattr(model, "prompts", None) or {}).get("query"):
+            return False
+        pooling = model[1].get_config_dict()
+        mode = pooling.get("pooling_mode")
+        if mode not in ("mean", "cls") or not hasattr(model[0], "auto_model"):
+            return False
+        direct = cls(model[0], mode)
+        try:
+            for probe in cls._PROBES:
+                reference = model.encode_query([probe], normalize_embeddings=True, convert_to_numpy=True)[0]
+                got = direct(probe)
+                if got.shape != reference.shape or float(np.abs(got - reference).max()) > 1e-5:
+                    return False
+        except Exception:  # any mismatch in how this model is called: the general path is always right
+            return False
+        return direct
 
 
 @contextmanager

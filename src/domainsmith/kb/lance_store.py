@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import KnowledgeBaseError
-from .store import ChunkBatch, StoredChunk
+from .store import Candidate, ChunkBatch, StoredChunk
 
 TABLE = "chunks"
 _RESULT_COLUMNS = ["chunk_id", "doc_key", "source", "heading_path", "text", "parent_id", "parent_text"]
@@ -112,19 +112,28 @@ class LanceChunkStore:
             quoted = ", ".join("'" + key.replace("'", "''") + "'" for key in keys[start : start + _DELETE_BATCH])
             self.table.delete(f"doc_key IN ({quoted})")
 
-    def vector_search(self, vector: np.ndarray, k: int) -> list[StoredChunk]:
+    # Searches return ids, row ids and scores only: reading text for all 2 x 50 candidates cost more than the vector
+    # scan itself, while fusion keeps about five, which `fetch` then reads by row id.
+    def vector_search(self, vector: np.ndarray, k: int) -> list[Candidate]:
         query = self.table.search(vector, vector_column_name="vector").distance_type("cosine")
-        rows = query.limit(k).select(_RESULT_COLUMNS + ["_distance"]).to_arrow().to_pylist()
-        return [_stored(row, 1.0 - row["_distance"]) for row in rows]
+        rows = query.limit(k).select(["chunk_id", "_distance"]).with_row_id(True).to_arrow()
+        return _candidates(rows, [1.0 - d for d in rows.column("_distance").to_pylist()])
 
-    def keyword_search(self, tokens: Sequence[str], k: int) -> list[StoredChunk]:
+    def keyword_search(self, tokens: Sequence[str], k: int) -> list[Candidate]:
         from lancedb.query import MatchQuery
 
         if not tokens:
             return []
         query = self.table.search(MatchQuery(" ".join(tokens), "keywords"), query_type="fts")
-        rows = query.limit(k).select(_RESULT_COLUMNS + ["_score"]).to_arrow().to_pylist()
-        return [_stored(row, row["_score"]) for row in rows]
+        rows = query.limit(k).select(["chunk_id", "_score"]).with_row_id(True).to_arrow()
+        return _candidates(rows, rows.column("_score").to_pylist())
+
+    def fetch(self, candidates: Sequence[Candidate]) -> list[StoredChunk]:
+        if not candidates:
+            return []
+        rows = self.table.take_row_ids([c.row for c in candidates]).select(_RESULT_COLUMNS).with_row_id()
+        by_row = {row["_rowid"]: row for row in rows.to_arrow().to_pylist()}  # take does not keep the order asked
+        return [_stored(by_row[c.row], c.score) for c in candidates]
 
     def count(self) -> int:
         return self.table.count_rows()
@@ -140,6 +149,11 @@ class LanceChunkStore:
 
     def release_old_versions(self) -> None:
         self.table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
+
+
+def _candidates(rows: pa.Table, scores: list[float]) -> list[Candidate]:
+    ids, row_ids = rows.column("chunk_id").to_pylist(), rows.column("_rowid").to_pylist()
+    return [Candidate(c, r, float(s)) for c, r, s in zip(ids, row_ids, scores, strict=True)]
 
 
 def _stored(row: dict, score: float) -> StoredChunk:

@@ -6,6 +6,7 @@ call many times.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from .keywords import keyword_tokens
 from .lance_store import LanceChunkStore
 from .manifest import MANIFEST_NAME, KbManifest, ensure_same_model, read_manifest
 from .rerank import CrossEncoderReranker
-from .store import ChunkStore, StoredChunk
+from .store import Candidate, ChunkStore, StoredChunk
 
 # A query the model reads mostly as unknown tokens (Chinese for an English-only model) gets a near-random dense
 # ranking; fusing that noise would only push BM25's good matches down, so such queries use keywords alone.
@@ -60,6 +61,7 @@ class KnowledgeBase:
         self.rrf_k = rrf_k
         self.candidates = candidates  # chunks each retriever hands to fusion
         self.rerank_depth = rerank_depth  # fused chunks the cross-encoder rescores
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def chunk_count(self) -> int:
@@ -71,17 +73,30 @@ class KnowledgeBase:
         if not query or k <= 0:
             return []
         depth = max(self.candidates, k)
-        dense: list[StoredChunk] = []
-        if self.embedder.unknown_token_share(query) <= MAX_UNKNOWN_TOKEN_SHARE:
-            dense = self.store.vector_search(self.embedder.embed_query(query), depth)
-        sparse = self.store.keyword_search(keyword_tokens(query), depth)
-        found = {c.chunk_id: c for c in dense + sparse}
+        # BM25 needs no query vector: it runs on the second core while the query is embedded (LanceDB's Rust code
+        # and torch's kernels both release the GIL).
+        sparse_job = self._background().submit(self.store.keyword_search, keyword_tokens(query), depth)
+        dense: list[Candidate] = []
+        try:
+            if self.embedder.unknown_token_share(query) <= MAX_UNKNOWN_TOKEN_SHARE:
+                dense = self.store.vector_search(self.embedder.embed_query(query), depth)
+        finally:
+            sparse = sparse_job.result()
+        found = {c.chunk_id: c for c in sparse + dense}
         ranked = rrf_fuse([[c.chunk_id for c in dense], [c.chunk_id for c in sparse]], k=self.rrf_k)
-        if self.reranker is not None:
-            top = [chunk_id for chunk_id, _ in ranked[: max(k, self.rerank_depth)]]
-            scores = self.reranker.scores(query, [_rerank_text(found[i]) for i in top])
-            ranked = sorted(zip(top, scores, strict=True), key=lambda pair: -pair[1])
-        return [_hit(found[chunk_id], score) for chunk_id, score in ranked[:k]]
+        if self.reranker is None:
+            top = ranked[:k]
+            chunks = self.store.fetch([found[chunk_id] for chunk_id, _ in top])
+            return [_hit(chunk, score) for chunk, (_, score) in zip(chunks, top, strict=True)]
+        pool = self.store.fetch([found[chunk_id] for chunk_id, _ in ranked[: max(k, self.rerank_depth)]])
+        scores = self.reranker.scores(query, [_rerank_text(chunk) for chunk in pool])
+        reranked = sorted(zip(pool, scores, strict=True), key=lambda pair: -pair[1])
+        return [_hit(chunk, score) for chunk, score in reranked[:k]]
+
+    def _background(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-bm25")
+        return self._executor
 
 
 def open_kb(

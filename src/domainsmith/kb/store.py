@@ -51,6 +51,15 @@ class StoredChunk:
     score: float
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A search match before its text is read: ranking needs only ids and scores, and fusion keeps just a few."""
+
+    chunk_id: str
+    row: int  # the backend's handle for `fetch` (LanceDB: the row id within the opened version)
+    score: float
+
+
 class ChunkStore(Protocol):
     def add(self, batch: ChunkBatch) -> None:
         """Append chunks (not visible to readers of the pinned version until `commit` and a new manifest)."""
@@ -60,12 +69,16 @@ class ChunkStore(Protocol):
         """Remove every chunk of these documents."""
         ...
 
-    def vector_search(self, vector: np.ndarray, k: int) -> list[StoredChunk]:
+    def vector_search(self, vector: np.ndarray, k: int) -> list[Candidate]:
         """The k chunks nearest to a unit-length query vector, best first; score = cosine similarity."""
         ...
 
-    def keyword_search(self, tokens: Sequence[str], k: int) -> list[StoredChunk]:
+    def keyword_search(self, tokens: Sequence[str], k: int) -> list[Candidate]:
         """The k best BM25 matches for any of `tokens` (OR), best first; score = BM25."""
+        ...
+
+    def fetch(self, candidates: Sequence[Candidate]) -> list[StoredChunk]:
+        """The full chunks of `candidates`, in the same order, each with its candidate's score."""
         ...
 
     def count(self) -> int:
