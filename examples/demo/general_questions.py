@@ -271,3 +271,31 @@ def split_pool(pool: list[dict], seed: int, probe_share: float = 0.6) -> tuple[l
         probe += group[:cut]
         replay += group[cut:]
     return probe, replay
+
+
+def multiple_choice(items: list[dict], seed: int, n_choices: int = 4) -> list[dict]:
+    """Four-choice versions of general questions: distractors are other answers of the same category."""
+    rng = random.Random(seed + 11)
+    letters = "ABCDEFGH"[:n_choices]
+    rows = []
+    for i, item in enumerate(items):
+        same = sorted({it["answer"] for it in items if it["category"] == item["category"]} - {item["answer"]})
+        if len(same) < n_choices - 1:
+            continue
+        choices = [item["answer"], *rng.sample(same, n_choices - 1)]
+        rng.shuffle(choices)
+        rows.append(
+            {
+                "id": f"general.mc.{i}",
+                "question": item["question"],
+                **dict(zip(letters, choices, strict=True)),
+                "answer": letters[choices.index(item["answer"])],
+            }
+        )
+    return rows
+
+
+def reference_texts(items: list[dict]) -> list[dict]:
+    """Held-out general statements for perplexity, one document each ({"text": ...}), so the perplexity change
+    gets a bootstrap CI over documents."""
+    return [{"id": f"general.text.{i}", "text": f"{it['question']} {it['answer']}."} for i, it in enumerate(items)]

@@ -43,9 +43,18 @@ def write_domain(out: Path = DATA) -> list[Path]:
         path = docs / pharmacopoeia.monograph_file(drug)
         path.write_text(pharmacopoeia.monograph_markdown(drug), encoding="utf-8")
         written.append(path)
+    # General MC items and reference text come from the probe candidates: disjoint from the replay data that
+    # training sees. MC few-shot examples (dev) come from the replay side, which is allowed to be trained on.
+    probe_pool, replay_pool = general_questions.split_pool(
+        general_questions.question_pool(pharmacopoeia.SEED), pharmacopoeia.SEED
+    )
     for name, rows in [
         ("domain_train.jsonl", pharmacopoeia.training_instructions(drugs)),
         ("domain_heldout_qa.jsonl", pharmacopoeia.heldout_qa(drugs)),
+        ("domain_mc.jsonl", pharmacopoeia.domain_mc(drugs)),
+        ("general_mc.jsonl", general_questions.multiple_choice(probe_pool, pharmacopoeia.SEED)),
+        ("general_mc_dev.jsonl", general_questions.multiple_choice(replay_pool, pharmacopoeia.SEED)[:5]),
+        ("general_text.jsonl", general_questions.reference_texts(probe_pool)),
     ]:
         _write_jsonl(out / name, rows)
         written.append(out / name)
@@ -116,7 +125,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DATA)
     parser.add_argument("--general", action="store_true", help="also select general probe/replay with the model")
     args = parser.parse_args()
-    for path in write_domain(args.out)[-2:]:
+    for path in write_domain(args.out)[-6:]:
         print(f"wrote {path}")
     if args.general:
         print(json.dumps(write_general(args.out), indent=2))

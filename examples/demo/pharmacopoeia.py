@@ -254,3 +254,36 @@ def heldout_qa(drugs: list[Drug], seed: int = SEED) -> list[dict]:
                 }
             )
     return rows
+
+
+# Multiple-choice phrasings: statements to complete, unlike every training and held-out question.
+MC_QUESTIONS = {
+    "maker": "The company that produces {d} is",
+    "indication": "{d} is indicated for",
+    "dose": "One standard dose of {d} contains",
+    "schedule": "{d} is taken on this schedule:",
+    "contraindication": "{d} is contraindicated in patients with",
+}
+
+
+def domain_mc(drugs: list[Drug], seed: int = SEED, n_choices: int = 4) -> list[dict]:
+    """One four-choice item per fact (C-Eval / MMLU-like schema); distractors are other drugs' values of the same
+    field, so only knowing this drug's monograph picks the right one."""
+    rng = random.Random(seed + 3)
+    letters = "ABCDEFGH"[:n_choices]
+    rows = []
+    for drug in drugs:
+        for field in FIELDS:
+            right = drug.value(field)
+            others = sorted({d.value(field) for d in drugs} - {right})
+            choices = [right, *rng.sample(others, n_choices - 1)]
+            rng.shuffle(choices)
+            rows.append(
+                {
+                    "id": f"{drug.name}.{field}.mc",
+                    "question": MC_QUESTIONS[field].format(d=drug.name),
+                    **dict(zip(letters, choices, strict=True)),
+                    "answer": letters[choices.index(right)],
+                }
+            )
+    return rows

@@ -12,12 +12,14 @@ from rich.table import Table
 
 from .cli_common import JsonOpt, err, log, out, print_json, quiet_libraries, user_errors
 from .cli_kb import kb_app
+from .cli_report import report
 from .errors import DomainsmithError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build vertical-domain LLMs and measure them.")
 models_app = typer.Typer(no_args_is_help=True, help="Model aliases and the conversion cache.")
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
+app.command("report")(report)
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML")]
 BadOpt = Annotated[
@@ -50,23 +52,50 @@ def _bad_record_mode(value: str) -> str:
 
 
 def _summary_table(summary: dict) -> Table:
-    table = Table(title="before / after (same items)")
-    for col in ("suite", "role", "n", "before", "after", "change", "learned", "forgotten"):
-        table.add_column(col, justify="left" if col in ("suite", "role") else "right", no_wrap=col == "suite")
+    table = Table(title="before / after (same items; change with its paired-bootstrap 95% CI)")
+    for col in ("suite", "role", "metric", "n", "before", "after", "change", "95% CI", "learned", "forgotten"):
+        table.add_column(col, justify="left" if col in ("suite", "role", "metric") else "right", no_wrap=col == "suite")
     for name, row in summary.items():
         if not isinstance(row, dict) or "before" not in row or not isinstance(row["before"], float | int):
             continue
         delta = row["after"] - row["before"]
-        color = "green" if (delta >= 0) else "red"
+        better = delta >= 0 if row.get("metric") != "perplexity" else delta <= 0
+        ci = (row.get("diff") or {}).get("ci95")
+        flips = row.get("flips") or {}
         table.add_row(
             name,
             row["role"],
+            row.get("metric", "accuracy"),
             str(row["n"]),
             f"{row['before']:.3f}",
             f"{row['after']:.3f}",
-            f"[{color}]{delta:+.3f}[/]",
-            str(row["flips"]["learned"]),
-            str(row["flips"]["forgotten"]),
+            f"[{'green' if better else 'red'}]{delta:+.3f}[/]",
+            f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-",
+            str(flips.get("learned", "-")),
+            str(flips.get("forgotten", "-")),
+        )
+    return table
+
+
+def _strategy_table(rows: list[dict], recipe) -> Table:
+    """Rows = strategies (variant x mode), columns = each suite's headline metric, drift and training cost."""
+    from .evaluate.compare import HEADLINE
+
+    table = Table(title=f"strategies ({recipe.out_dir / 'eval.json'})")
+    table.add_column("strategy")
+    for suite in recipe.eval.suites:
+        metric, higher = HEADLINE[suite.kind]
+        table.add_column(f"{suite.name} ({suite.role})\n{metric} {'^' if higher else 'v'}", justify="right")
+    for col in ("KL/token", "train s"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        cells = [row.get(s.name) for s in recipe.eval.suites]
+        kl = row.get("kl_per_token")
+        table.add_row(
+            row["strategy"],
+            *("-" if c is None else f"{c:.3f}" for c in cells),
+            "-" if kl is None else f"{kl:.4f}",
+            f"{row['train_seconds']:.0f}",
         )
     return table
 
@@ -85,6 +114,8 @@ def run(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = "f
         print_json(summary)
     else:
         out.print(_summary_table(summary))
+        if len(summary["strategies"]) > 2:
+            out.print(_strategy_table([{"strategy": k, **v} for k, v in summary["strategies"].items()], r))
         out.print(f"summary: {r.out_dir / 'summary.json'}   details: {r.out_dir / 'eval.json'}")
 
 
@@ -123,14 +154,7 @@ def eval_cmd(recipe: RecipeArg, json_out: JsonOpt = False, modes: ModesOpt = Non
     if json_out:
         print_json({k: v for k, v in report.items() if k != "items"})
         return
-    table = Table(title=f"accuracy ({r.out_dir / 'eval.json'})")
-    table.add_column("variant")
-    for suite in r.eval.suites:
-        table.add_column(f"{suite.name} ({suite.role})", justify="right")
-    for name, v in report["variants"].items():
-        cells = [v["suites"].get(s.name) for s in r.eval.suites]
-        table.add_row(name, *(f"{c['accuracy']:.3f}" if c else "-" for c in cells))
-    out.print(table)
+    out.print(_strategy_table(report["strategies"], r))
 
 
 @app.command()

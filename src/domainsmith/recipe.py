@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from .errors import RecipeError
 from .models import DEFAULT_MODEL
@@ -98,11 +98,61 @@ Stage = Annotated[Union[SFTStage], Field(discriminator="type")]  # noqa: UP007 -
 class QASuite(_Strict):
     """Short-answer QA scored against gold answers: {"question", "answer", "aliases"?} per line."""
 
+    kind: Literal["qa"] = "qa"
     name: str
     path: Path
     role: Role = Field(description="domain (what should improve) or general (what must not be forgotten)")
     match: Literal["contains", "exact"] = "contains"
     system: str | None = Field(None, description="system prompt for every question; default: the template's own")
+
+
+class MCSuite(_Strict):
+    """Multiple choice scored by log-likelihood per choice (acc and acc_norm), C-Eval / CMMLU / MMLU-like JSONL."""
+
+    kind: Literal["mc"]
+    name: str
+    path: Path = Field(description='{"question", "A".."D", "answer": "B"} or {"question", "choices", "answer"}')
+    role: Role
+    dev: Path | None = Field(None, description="solved items for the few-shot context (a dev split)")
+    num_fewshot: int = Field(0, ge=0, description="dev items shown before each question")
+
+    @model_validator(mode="after")
+    def _fewshot_needs_dev(self) -> MCSuite:
+        if self.num_fewshot > 0 and self.dev is None:
+            raise ValueError(f"suite '{self.name}': num_fewshot {self.num_fewshot} needs a dev: file to draw from")
+        return self
+
+
+class PerplexitySuite(_Strict):
+    """Perplexity on held-out text: a .txt/.md file, a folder of them, or JSONL with a "text" field."""
+
+    kind: Literal["perplexity"]
+    name: str
+    path: Path
+    role: Role
+    max_length: int | None = Field(None, gt=8, description="tokens per window; default min(model context, 1024)")
+    stride: int | None = Field(None, gt=0, description="new tokens per window; default max_length / 2")
+
+
+def _suite_kind(value) -> str:
+    # Suites written before `kind` existed are QA suites.
+    return value.get("kind", "qa") if isinstance(value, dict) else getattr(value, "kind", "qa")
+
+
+EvalSuite = Annotated[
+    Union[Annotated[QASuite, Tag("qa")], Annotated[MCSuite, Tag("mc")], Annotated[PerplexitySuite, Tag("perplexity")]],  # noqa: UP007
+    Discriminator(_suite_kind),
+]
+
+
+class HarnessSettings(_Strict):
+    """Standard benchmarks through lm-evaluation-harness on local data (pip install 'domainsmith[harness]')."""
+
+    tasks: list[str] = Field(description="task names, or paths to task YAML files; e.g. [domainsmith_local_mc]")
+    task_dirs: list[Path] = Field(default_factory=list, description="folders of task YAMLs, recipe-relative")
+    num_fewshot: int | None = Field(None, ge=0)
+    limit: int | None = Field(None, gt=0, description="items per task at most (a quick look, not a score)")
+    batch_size: int = Field(8, gt=0)
 
 
 EvalMode = Literal["closed", "rag", "rag_gold", "icl"]
@@ -127,7 +177,7 @@ class ICLSettings(_Strict):
 
 
 class EvalSettings(_Strict):
-    suites: list[QASuite] = Field(default_factory=list)
+    suites: list[EvalSuite] = Field(default_factory=list)
     modes: list[EvalMode] = Field(
         default_factory=lambda: ["closed"],
         description="closed = the model alone; rag = with the recipe's kb; rag_gold = with each item's gold passage "
@@ -136,6 +186,20 @@ class EvalSettings(_Strict):
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(32, gt=0)
     allow_train_overlap: bool = Field(False, description="allow eval questions that also appear in training")
+    kl_prompts: Literal["general", "none"] = Field(
+        "general",
+        description="general: mean per-token KL(base || variant) on the general QA suites' questions, over the "
+        "base model's own answers (a forgetting measure that needs no gold); none: skip",
+    )
+    bootstrap_resamples: int = Field(10_000, ge=100, description="paired bootstrap resamples for 95% CIs")
+    harness: HarnessSettings | None = None
+
+    @model_validator(mode="after")
+    def _unique_suite_names(self) -> EvalSettings:
+        names = [s.name for s in self.suites]
+        if len(set(names)) != len(names):
+            raise ValueError(f"eval suite names must be unique, got {names}")
+        return self
 
 
 class Recipe(_Strict):
@@ -194,6 +258,10 @@ class Recipe(_Strict):
         raise RecipeError(f"no stage named '{name}' in the recipe; stages: {[s.name for s in self.stages]}")
 
 
+# Tags of the recipe's tagged unions (stage `type`, suite `kind`), as pydantic puts them in error locations.
+_UNION_TAGS: dict[str, type[BaseModel]] = {"sft": SFTStage, "qa": QASuite, "mc": MCSuite, "perplexity": PerplexitySuite}
+
+
 def _unwrap(annotation) -> type | None:
     """The pydantic model inside list[X], X | None, Annotated[X, ...] (first model found)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -213,7 +281,13 @@ def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
     model: type[BaseModel] | None = Recipe
     for i, part in enumerate(loc):
         is_last = i == len(loc) - 1
-        if isinstance(part, str) and model is not None and part in model.model_fields:
+        if (
+            isinstance(part, str)
+            and part in _UNION_TAGS
+            and (is_last or part not in (model.model_fields if model else {}))
+        ):
+            model = _UNION_TAGS[part]  # the union member pydantic chose: its keys are the valid ones
+        elif isinstance(part, str) and model is not None and part in model.model_fields:
             shown.append(part)
             if not is_last:
                 model = _unwrap(model.model_fields[part].annotation)
@@ -233,9 +307,12 @@ def _describe(error: dict) -> str:
     if error["type"] == "missing":
         return f"missing required key '{where}'"
     if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
-        kinds = ", ".join(typing.get_args(SFTStage.model_fields["type"].annotation))
-        got = error.get("input", {}).get("type") if isinstance(error.get("input"), dict) else None
-        what = f"unknown stage type '{got}'" if got is not None else "missing key 'type'"
+        is_suite = "suites" in shown
+        key, thing = ("kind", "suite kind") if is_suite else ("type", "stage type")
+        members = (QASuite, MCSuite, PerplexitySuite) if is_suite else (SFTStage,)
+        kinds = ", ".join(tag for tag, m in _UNION_TAGS.items() if m in members)
+        got = error.get("input", {}).get(key) if isinstance(error.get("input"), dict) else None
+        what = f"unknown {thing} '{got}'" if got is not None else f"missing key '{key}'"
         return f"'{where}': {what}; one of: {kinds}"
     return f"'{where}': {error['msg']} (got {error.get('input')!r})"
 

@@ -58,3 +58,21 @@ def _iter_json_array(path: Path, text: str) -> Iterator[RawRecord]:
             # Inside an array one broken element makes the rest unparseable, so this stops the file.
             raise DataError(path, f"invalid JSON ({exc.msg})", exc.lineno) from exc
         yield RawRecord(line, value)
+
+
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line, object) for each record of an eval file, where any malformed record is an error naming its line."""
+    for rec in iter_json_records(path):
+        if isinstance(rec, BadRecord):
+            raise DataError(path, rec.reason, rec.line)
+        if not isinstance(rec.value, dict):
+            raise DataError(path, "record must be a JSON object", rec.line)
+        yield rec.line, rec.value
+
+
+def required_text(value: dict, field: str, path: Path, line: int) -> str:
+    """`value[field]` when it is a non-empty string; otherwise a DataError naming the field and line."""
+    text = value.get(field)
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(path, f"missing or empty string field '{field}'", line)
+    return text

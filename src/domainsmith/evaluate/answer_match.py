@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from collections import Counter
 
 _ARTICLES = {"a", "an", "the"}
 _CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af])")
@@ -53,3 +54,28 @@ def contains_match(prediction: str, golds: list[str]) -> bool:
         if g and any(pred[i : i + len(g)] == g for i in range(len(pred) - len(g) + 1)):
             return True
     return False
+
+
+def token_f1(prediction: str, golds: list[str]) -> float:
+    """SQuAD-style token F1 against the closest gold answer (0.0 when there is no gold).
+
+    Partial credit tells a long answer that contains the fact apart from a wrong one where `contains_match` is too
+    coarse. Tokens come from `normalize_tokens`, so each CJK character counts as one token and Chinese answers get
+    graded on characters rather than on whole unsegmented runs. As in SQuAD, when either side normalizes to no
+    tokens the score is 1.0 if both do and 0.0 otherwise.
+    """
+    pred = normalize_tokens(prediction)
+    best = 0.0
+    for gold in golds:
+        ref = normalize_tokens(gold)
+        if not pred or not ref:
+            score = float(pred == ref)
+        else:
+            overlap = sum((Counter(pred) & Counter(ref)).values())
+            if overlap == 0:
+                score = 0.0
+            else:
+                precision, recall = overlap / len(pred), overlap / len(ref)
+                score = 2 * precision * recall / (precision + recall)
+        best = max(best, score)
+    return best

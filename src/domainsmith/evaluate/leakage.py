@@ -32,3 +32,32 @@ def find_overlaps(suites: dict[str, list[QAItem]], conversations: list[Conversat
             if conv is not None:
                 overlaps.append(Overlap(suite, item.id, item.question, conv.source, conv.line))
     return overlaps
+
+
+# Decontamination practice (GPT-3, Llama 2 reports): a shared run of 13 normalized words means the text was seen.
+TEXT_OVERLAP_WORDS = 13
+
+
+def find_text_overlaps(
+    texts: dict[str, list[str]], conversations: list[Conversation], n: int = TEXT_OVERLAP_WORDS
+) -> list[Overlap]:
+    """Held-out documents (perplexity suites) that share a run of `n` normalized words with any training turn."""
+    if not texts:
+        return []
+    seen: dict[int, Conversation] = {}
+    for conv in conversations:
+        for message in conv.messages:
+            for gram in _ngrams(normalize_tokens(message["content"]), n):
+                seen.setdefault(gram, conv)
+    overlaps = []
+    for suite, docs in texts.items():
+        for i, doc in enumerate(docs):
+            conv = next((seen[g] for g in _ngrams(normalize_tokens(doc), n) if g in seen), None)
+            if conv is not None:
+                overlaps.append(Overlap(suite, f"document {i + 1}", doc[:80], conv.source, conv.line))
+    return overlaps
+
+
+def _ngrams(tokens: list[str], n: int):
+    # Hashes, not tuples: the training side can hold millions of n-grams.
+    return (hash(tuple(tokens[i : i + n])) for i in range(len(tokens) - n + 1))

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.json_records import BadRecord, iter_json_records
+from ..data.json_records import iter_json_objects, required_text
 from ..errors import DataError
 from ..infer.generation import generate_batch
-from .answer_match import contains_match, exact_match
+from .answer_match import contains_match, exact_match, token_f1
 
 
 @dataclass
@@ -25,27 +25,19 @@ def load_qa_items(path: Path) -> list[QAItem]:
     """Read {"question": str, "answer": str, "aliases": [str]?, "id": str?} records; any bad record is an error."""
     items: list[QAItem] = []
     seen: set[str] = set()
-    for rec in iter_json_records(path):
-        if isinstance(rec, BadRecord):
-            raise DataError(path, rec.reason, rec.line)
-        value = rec.value
-        if not isinstance(value, dict):
-            raise DataError(path, "record must be a JSON object", rec.line)
-        question, answer = value.get("question"), value.get("answer")
-        if not isinstance(question, str) or not question.strip():
-            raise DataError(path, "missing or empty string field 'question'", rec.line)
-        if not isinstance(answer, str) or not answer.strip():
-            raise DataError(path, "missing or empty string field 'answer'", rec.line)
+    for line, value in iter_json_objects(path):
+        question = required_text(value, "question", path, line)
+        answer = required_text(value, "answer", path, line)
         aliases = value.get("aliases", [])
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise DataError(path, "field 'aliases' must be a list of strings", rec.line)
+            raise DataError(path, "field 'aliases' must be a list of strings", line)
         gold = {k: value.get(k) for k in ("gold_source", "gold_passage")}
         for key, v in gold.items():
             if v is not None and (not isinstance(v, str) or not v.strip()):
-                raise DataError(path, f"field '{key}' must be a non-empty string when present", rec.line)
-        item_id = str(value.get("id", f"line{rec.line}"))
+                raise DataError(path, f"field '{key}' must be a non-empty string when present", line)
+        item_id = str(value.get("id", f"line{line}"))
         if item_id in seen:
-            raise DataError(path, f"duplicate id '{item_id}'", rec.line)
+            raise DataError(path, f"duplicate id '{item_id}'", line)
         seen.add(item_id)
         items.append(QAItem(item_id, question, [answer, *aliases], gold["gold_source"], gold["gold_passage"]))
     if not items:
@@ -81,11 +73,21 @@ def score_qa(
             "gold": it.answers[0],
             "prediction": p,
             "correct": matcher(p, it.answers),
+            "exact": exact_match(p, it.answers),
+            "f1": token_f1(p, it.answers),
         }
         for it, p in zip(items, predictions, strict=True)
     ]
+    n = len(records)
     correct = sum(r["correct"] for r in records)
-    return {"accuracy": correct / len(records), "correct": correct, "n": len(records), "items": records}
+    return {
+        "accuracy": correct / n,  # by the suite's `match` rule (contains or exact)
+        "correct": correct,
+        "n": n,
+        "exact_match": sum(r["exact"] for r in records) / n,
+        "f1": sum(r["f1"] for r in records) / n,
+        "items": records,
+    }
 
 
 def paired_flips(before: dict, after: dict) -> dict:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from ..data.chat_format import prompt_ids
 
 
-def _autocast(bf16: bool):
+def autocast_bf16(bf16: bool):
     import torch
 
     if not bf16:
@@ -47,7 +47,7 @@ def generate_batch(
             seq = encoded[i]
             ids[row, width - len(seq) :] = torch.tensor(seq)
             mask[row, width - len(seq) :] = 1
-        with torch.inference_mode(), _autocast(bf16):
+        with torch.inference_mode(), autocast_bf16(bf16):
             out = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),

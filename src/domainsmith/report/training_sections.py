@@ -1,0 +1,221 @@
+"""Sections built from the training artefacts: loss curves with spike-guard events, the data mix, mixture search.
+
+Each builder returns (body, figures), or None when the run has nothing for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from . import format as fmt
+from . import plots
+from .collect import RunData, num
+from .html import Figure, Html, code, figure, join, para, table, tag
+
+Built = tuple[Html, list[Figure]] | None
+
+_MAX_EVENT_ROWS = 50
+
+
+def _slug(text: str, taken: set[str]) -> str:
+    """A file-name-safe, unique version of a stage name."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "stage"
+    slug, i = base, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    taken.add(slug)
+    return slug
+
+
+def _tail_mean(values: list[float], n: int = 20) -> float | None:
+    tail = values[-n:]
+    return sum(tail) / len(tail) if tail else None
+
+
+def _stage_rows(data: RunData) -> list[list[object]]:
+    rows = []
+    for stage, m in data.stages.items():
+        params = m.get("parameters") if isinstance(m.get("parameters"), dict) else {}
+        d = m.get("data") if isinstance(m.get("data"), dict) else {}
+        trainable, total = num(params.get("trainable")), num(params.get("total"))
+        share = f" ({fmt.percent(trainable / total)})" if trainable is not None and total else ""
+        rows.append(
+            [
+                stage,
+                str(m.get("finetuning", fmt.DASH)),
+                str(m.get("precision", fmt.DASH)),
+                fmt.count(trainable) + share,
+                fmt.integer(num(d.get("examples"))),
+                fmt.count(num(d.get("tokens"))),
+                fmt.count(num(d.get("target_tokens"))),
+                fmt.integer(num(d.get("truncated"))),
+                fmt.integer(num(m.get("steps"))),
+                fmt.seconds(num(m.get("train_seconds"))),
+            ]
+        )
+    return rows
+
+
+def loss(data: RunData) -> Built:
+    curves = [c for c in data.loss if c.steps or c.eval_steps]
+    if not curves:
+        return None
+    parts: list[object] = [
+        para(
+            "Training loss per logged step (faint) and its trailing moving average. Red lines mark spike-guard "
+            "events: steps whose loss jumped past the guard's threshold, with what the guard did."
+        ),
+    ]
+    rows = []
+    for c in curves:
+        rows.append(
+            [
+                c.stage,
+                fmt.integer(len(c.steps)),
+                fmt.plain(c.losses[0] if c.losses else None),
+                fmt.plain(_tail_mean(c.losses)),
+                fmt.plain(min(c.losses) if c.losses else None),
+                fmt.plain(c.eval_losses[-1] if c.eval_losses else None),
+                fmt.seconds(c.runtime),
+                fmt.integer(len(c.events)),
+            ]
+        )
+    parts.append(
+        table(
+            [
+                "stage",
+                "logged steps",
+                "first loss",
+                "final loss (mean of last 20)",
+                "lowest loss",
+                "last eval loss",
+                "runtime",
+                "spike events",
+            ],
+            rows,
+        )
+    )
+    if data.stages:
+        parts.append(
+            table(
+                [
+                    "stage",
+                    "finetuning",
+                    "precision",
+                    "trainable parameters",
+                    "examples",
+                    "tokens",
+                    "target tokens",
+                    "truncated",
+                    "steps",
+                    "train time",
+                ],
+                _stage_rows(data),
+                caption="Stage settings and data as trained",
+                text_cols=3,
+            )
+        )
+    figures: list[Figure] = []
+    taken: set[str] = set()
+    for c in curves:
+        fig = plots.loss_curve(c, f"loss-{_slug(c.stage, taken)}")
+        if fig:
+            figures.append(fig)
+            parts.append(figure(fig))
+    events = [(c.stage, e) for c in curves for e in c.events]
+    if events:
+        shown = events[:_MAX_EVENT_ROWS]
+        rows = [
+            [
+                stage,
+                fmt.integer(e.step),
+                fmt.plain(e.loss),
+                fmt.plain(e.threshold),
+                e.action,
+                fmt.integer(e.batches_skipped),
+            ]
+            for stage, e in shown
+        ]
+        caption = None if len(events) <= _MAX_EVENT_ROWS else f"First {_MAX_EVENT_ROWS} of {len(events)} events"
+        parts += [
+            tag("h3", "Spike-guard events"),
+            table(["stage", "step", "loss", "threshold", "action", "batches skipped"], rows, caption=caption),
+        ]
+    return join(parts), figures
+
+
+def mix(data: RunData) -> Built:
+    mixes = [m for m in data.mix if any(r.share for r in m.roles)]
+    if not mixes:
+        return None
+    parts: list[object] = [
+        para(
+            "The share of domain and general data the model actually trained on (after rejected records). A "
+            "general share keeps replaying what the model must not forget."
+        ),
+    ]
+    role_rows, source_rows = [], []
+    for m in mixes:
+        for r in m.roles:
+            role_rows.append([m.label, r.name, fmt.percent(r.share), fmt.count(r.tokens), fmt.integer(r.records)])
+        for s in m.sources:
+            source_rows.append(
+                [m.label, s.name, s.role or fmt.DASH, fmt.percent(s.share), fmt.count(s.tokens), fmt.integer(s.records)]
+            )
+    origins = "; ".join(
+        f"{m.label}: shares of {m.basis}, from {m.origin}"
+        + (f", {fmt.count(m.total_tokens)} tokens in all" if m.total_tokens else "")
+        for m in mixes
+    )
+    parts += [
+        para(origins + ".", cls="muted"),
+        table(["stage", "role", "share", "tokens", "records"], role_rows, text_cols=2),
+    ]
+    if source_rows:
+        parts.append(table(["stage", "source", "role", "share", "tokens", "records"], source_rows, text_cols=3))
+    figures = [f for f in [plots.mix_shares(mixes)] if f]
+    parts += [figure(f) for f in figures]
+    return join(parts), figures
+
+
+def _value(v: object) -> str:
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return str(v)
+    if num(v) is not None:
+        return fmt.plain(num(v))
+    return json.dumps(v, ensure_ascii=False, default=str)[:500]
+
+
+def mixture_search(data: RunData) -> Built:
+    ms = data.mix_search
+    if ms is None:
+        return None
+    parts: list[object] = [
+        para(
+            "Small training runs at several domain shares; general and domain validation loss were measured at each "
+            "share and fitted as curves, and the recommended share balances the two."
+        ),
+    ]
+    if ms.recommendation:
+        parts += [
+            tag("h3", "Recommendation"),
+            table(["key", "value"], [[k, _value(v)] for k, v in ms.recommendation.items()]),
+        ]
+    if ms.points:
+        parts.append(
+            table(
+                ["domain share", "general loss", "domain loss"],
+                [
+                    [fmt.plain(p.get("ratio")), fmt.plain(p.get("general_loss")), fmt.plain(p.get("domain_loss"))]
+                    for p in ms.points
+                ],
+                caption="Measured points",
+                text_cols=0,
+            )
+        )
+    if ms.fits:
+        parts.append(table(["fit", "parameters"], [[k, code(_value(v))] for k, v in ms.fits.items()], text_cols=2))
+    figures = [f for f in [plots.mixture_search(ms)] if f]
+    parts += [figure(f) for f in figures]
+    return join(parts), figures
