@@ -39,8 +39,11 @@ def _add_suites(project, extra: str = "") -> str:
     return str(recipe)
 
 
-def test_eval_scores_every_suite_kind_with_cis_kl_and_costs(tiny_project):
+def test_eval_scores_every_suite_kind_with_cis_kl_and_costs(tiny_project, tiny_model_dir):
     recipe = _add_suites(tiny_project, "  bootstrap_resamples: 500\n")
+    text = (tiny_project / "recipe.yaml").read_text()
+    judged = text.replace("      path: qa.jsonl\n", f"      path: qa.jsonl\n      judge: {{model: {tiny_model_dir}}}\n")
+    (tiny_project / "recipe.yaml").write_text(judged)
     result = runner.invoke(app, ["run", recipe, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads((tiny_project / "runs" / "eval.json").read_text())
@@ -50,6 +53,10 @@ def test_eval_scores_every_suite_kind_with_cis_kl_and_costs(tiny_project):
     assert 0 <= base["domain_mc"]["acc"] <= 1 and 0 <= base["domain_mc"]["acc_norm"] <= 1
     assert base["general_text"]["kind"] == "perplexity" and base["general_text"]["perplexity"] > 1
     assert base["domain_qa"]["kind"] == "qa" and 0 <= base["domain_qa"]["f1"] <= 1
+    judge = base["domain_qa"]["judge"]  # opt-in: only the suite that asked for it
+    assert 0 <= judge["accuracy"] <= 1 and 0 <= judge["agrees_with_match"] <= 1 and "judge" not in base["general_probe"]
+    records = report["items"]["base"]["domain_qa"]
+    assert all(0 < r["judge_p_yes"] < 1 and r["judge_correct"] == (r["judge_p_yes"] >= 0.5) for r in records)
     assert sft["general_text"]["tokens"] == base["general_text"]["tokens"]  # same text, same tokens
 
     cmp = report["comparisons"]

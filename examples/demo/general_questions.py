@@ -295,7 +295,23 @@ def multiple_choice(items: list[dict], seed: int, n_choices: int = 4) -> list[di
     return rows
 
 
-def reference_texts(items: list[dict]) -> list[dict]:
-    """Held-out general statements for perplexity, one document each ({"text": ...}), so the perplexity change
-    gets a bootstrap CI over documents."""
-    return [{"id": f"general.text.{i}", "text": f"{it['question']} {it['answer']}."} for i, it in enumerate(items)]
+def _statement(item: dict) -> str | None:
+    """The question's fact as a plain declarative sentence, or None when it has no template (free-form facts)."""
+    q, a = item["question"], item["answer"]
+    if item["category"] == "capital":
+        return f"The capital of {q.removeprefix('What is the capital of ').rstrip('?')} is {a}."
+    if item["category"] == "opposite":
+        word = q.removeprefix("What is the opposite of '").removesuffix("'?")
+        return f"The opposite of {word} is {a}."
+    if item["category"] == "arithmetic":
+        body = q.removeprefix("What is ").rstrip("?")
+        return f"{body[0].upper()}{body[1:]} equals {a}."
+    return None
+
+
+def reference_texts(items: list[dict], per_document: int = 6) -> list[dict]:
+    """Held-out general text for perplexity: the facts of the given questions as plain sentences (not the
+    question-answer turns SFT trains on), a few per document so the perplexity change gets a CI over documents."""
+    sentences = [s for s in map(_statement, items) if s]
+    docs = [" ".join(sentences[i : i + per_document]) for i in range(0, len(sentences), per_document)]
+    return [{"id": f"general.text.{i}", "text": text} for i, text in enumerate(docs)]

@@ -100,7 +100,28 @@ def _score_suite(recipe, suite, mode, suites: LoadedSuites, model, tokenizer, re
     chats, contexts = mode_prompts(mode, items, tokenizer, resources, suite.system)
     result = score_qa(model, tokenizer, items, suite.match, recipe.eval.max_new_tokens, batch, bf16, advance,
                       chats=chats)  # fmt: skip
+    if suite.judge is not None:
+        _judge(recipe, suite, items, result, bf16)
     return {"kind": "qa", **annotate(mode, result, contexts, resources.k)}
+
+
+def _judge(recipe: Recipe, suite: QASuite, items, result: dict, bf16: bool) -> None:
+    """Add the judge model's verdict per item and its accuracy, beside the string match's."""
+    from .evaluate.judge import judge_answers, load_judge
+
+    adapter = str(recipe.resolve(suite.judge.adapter)) if suite.judge.adapter else None
+    tokenizer, model = load_judge(suite.judge.model, adapter)
+    records = result["items"]
+    scores = judge_answers(model, tokenizer, items, [r["prediction"] for r in records], recipe.eval.batch_size, bf16)
+    for record, p_yes in zip(records, scores, strict=True):
+        record["judge_p_yes"] = round(p_yes, 4)
+        record["judge_correct"] = p_yes >= suite.judge.threshold
+    n = len(records)
+    result["judge"] = {
+        "model": suite.judge.model,
+        "accuracy": sum(r["judge_correct"] for r in records) / n,
+        "agrees_with_match": sum(r["judge_correct"] == r["correct"] for r in records) / n,
+    }
 
 
 def _suite_size(suite, suites: LoadedSuites) -> int:
@@ -124,7 +145,10 @@ def _evaluate_variant(recipe, variant, suites: LoadedSuites, log, show_progress,
     for mode in recipe.eval.modes:
         label = variant_label(variant, mode)
         inputs = {"variant": variant.fingerprint, "suites": suite_fp, "settings": settings, "bf16": bf16}
-        if mode != "closed":
+        if mode != "closed":  # only QA suites run here: other suites' files and settings must not void this cache
+            qa = [s for s in recipe.eval.suites if isinstance(s, QASuite)]
+            inputs["suites"] = {s.name: suite_fp[s.name] for s in qa}
+            inputs["settings"] = {**settings, "suites": [s.model_dump(mode="json") for s in qa]}
             inputs.update(mode=mode, mode_inputs=mode_fingerprints[mode])
         fp = json_sha256(inputs)
         cache = recipe.out_dir / "eval" / f"{label}.json"
@@ -187,7 +211,7 @@ class progress_bar:
 
 # Per-suite keys copied into eval.json's `variants` table (per-item records go to `items`).
 _SUITE_SUMMARY_KEYS = (
-    "kind", "accuracy", "correct", "n", "role", "retrieval", "citations", "abstained", "exact_match", "f1",
+    "kind", "accuracy", "correct", "n", "role", "retrieval", "citations", "abstained", "exact_match", "f1", "judge",
     "acc", "acc_norm", "correct_norm", "perplexity", "nll_per_token", "tokens", "documents",
 )  # fmt: skip
 

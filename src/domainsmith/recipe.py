@@ -95,6 +95,14 @@ class SFTStage(_Strict):
 Stage = Annotated[Union[SFTStage], Field(discriminator="type")]  # noqa: UP007 - more stage types join this union
 
 
+class JudgeSettings(_Strict):
+    """An opt-in judge model: its yes/no verdict on each answer is reported next to the string match."""
+
+    model: str = Field(description="alias, local HF dir, .gguf file or hub id of the judge")
+    adapter: Path | None = Field(None, description="PEFT adapter for the judge, recipe-relative")
+    threshold: float = Field(0.5, gt=0, lt=1, description="P(yes) at or above which an answer is judged correct")
+
+
 class QASuite(_Strict):
     """Short-answer QA scored against gold answers: {"question", "answer", "aliases"?} per line."""
 
@@ -104,6 +112,7 @@ class QASuite(_Strict):
     role: Role = Field(description="domain (what should improve) or general (what must not be forgotten)")
     match: Literal["contains", "exact"] = "contains"
     system: str | None = Field(None, description="system prompt for every question; default: the template's own")
+    judge: JudgeSettings | None = Field(None, description="also grade answers with a judge model (off by default)")
 
 
 class MCSuite(_Strict):

@@ -175,6 +175,3 @@ def score_requests(
                 results[i] = part.tolist()
             progress.done(batch)
     return results
-
-
-# --- perplexity -------------------------------------------------------------------------------------------------

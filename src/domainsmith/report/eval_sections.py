@@ -138,9 +138,19 @@ def summary(data: RunData) -> Built:
     return join(parts), figures
 
 
-def _role_mean(row: StrategyRow, data: RunData, role: str) -> float | None:
-    values = [v for s, v in row.scores.items() if data.roles.get(s) == role and data.kinds.get(s, "qa") in ("qa", "mc")]
+def _role_mean(row: StrategyRow, data: RunData, role: str, shared: set[str]) -> float | None:
+    """Mean accuracy over the `shared` suites of one role: the same suites for every point, so rows that were scored
+    on more suites (closed book adds multiple choice) are not averaged over a different set."""
+    values = [v for s, v in row.scores.items() if s in shared and data.roles.get(s) == role]
     return mean(values) if values else None
+
+
+def _shared_accuracy_suites(rows, data: RunData) -> set[str]:
+    """Accuracy suites scored by every row that has both a domain and a general one (rows without, such as
+    rag_gold with no general passages, are left off the plot anyway)."""
+    scored = [{s for s in r.scores if data.kinds.get(s, "qa") in ("qa", "mc")} for r in rows]
+    plottable = [x for x in scored if {data.roles.get(s) for s in x} >= {"domain", "general"}]
+    return set.intersection(*plottable) if plottable else set()
 
 
 def strategies(data: RunData) -> Built:
@@ -182,8 +192,9 @@ def strategies(data: RunData) -> Built:
         table(headers, body, text_cols=3),
     ]
     points, skipped = [], []
+    shared = _shared_accuracy_suites(rows, data)
     for r in rows:
-        general, domain = _role_mean(r, data, "general"), _role_mean(r, data, "domain")
+        general, domain = _role_mean(r, data, "general", shared), _role_mean(r, data, "domain", shared)
         if general is None or domain is None:
             skipped.append(r.strategy)
         else:
