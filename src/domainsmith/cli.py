@@ -52,51 +52,62 @@ def _bad_record_mode(value: str) -> str:
 
 
 def _summary_table(summary: dict) -> Table:
-    table = Table(title="before / after (same items; change with its paired-bootstrap 95% CI)")
-    for col in ("suite", "role", "metric", "n", "before", "after", "change", "95% CI", "learned", "forgotten"):
-        table.add_column(col, justify="left" if col in ("suite", "role", "metric") else "right", no_wrap=col == "suite")
+    table = Table(
+        title="before / after on the same items",
+        caption="change with its paired-bootstrap 95% CI; +/-: items learned / forgotten",
+    )
+    for col in ("suite", "metric", "n", "before", "after", "change [95% CI]", "+/-"):
+        table.add_column(col, justify="left" if col in ("suite", "metric") else "right", no_wrap=col != "metric")
     for name, row in summary.items():
         if not isinstance(row, dict) or "before" not in row or not isinstance(row["before"], float | int):
             continue
+        metric = row.get("metric", "accuracy")
+        digits = 2 if metric == "perplexity" else 3
         delta = row["after"] - row["before"]
-        better = delta >= 0 if row.get("metric") != "perplexity" else delta <= 0
+        better = delta >= 0 if metric != "perplexity" else delta <= 0
         ci = (row.get("diff") or {}).get("ci95")
-        flips = row.get("flips") or {}
+        change = f"{delta:+.{digits}f}" + (f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "")
+        flips = row.get("flips")
         table.add_row(
             name,
-            row["role"],
-            row.get("metric", "accuracy"),
+            _short_metric(metric),
             str(row["n"]),
-            f"{row['before']:.3f}",
-            f"{row['after']:.3f}",
-            f"[{'green' if better else 'red'}]{delta:+.3f}[/]",
-            f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-",
-            str(flips.get("learned", "-")),
-            str(flips.get("forgotten", "-")),
+            f"{row['before']:.{digits}f}",
+            f"{row['after']:.{digits}f}",
+            f"[{'green' if better else 'red'}]{change}[/]",
+            f"{flips['learned']}/{flips['forgotten']}" if flips else "-",
         )
     return table
 
 
+def _short_metric(metric: str) -> str:
+    return {"accuracy": "acc", "perplexity": "ppl"}.get(metric, metric)
+
+
 def _strategy_table(rows: list[dict], recipe) -> Table:
-    """Rows = strategies (variant x mode), columns = each suite's headline metric, drift and training cost."""
+    """Rows = strategies (variant x mode), columns = each suite's headline metric, drift and training cost.
+
+    Suites no row has a score for (e.g. log-likelihood suites when only RAG ran) get no column.
+    """
     from .evaluate.compare import HEADLINE
 
-    table = Table(title=f"strategies ({recipe.out_dir / 'eval.json'})")
-    table.add_column("strategy")
-    for suite in recipe.eval.suites:
+    suites = [s for s in recipe.eval.suites if any(row.get(s.name) is not None for row in rows)]
+    table = Table(title=f"strategies ({recipe.out_dir / 'eval.json'}); ^ higher is better, v lower")
+    table.add_column("strategy", no_wrap=True)
+    for suite in suites:
         metric, higher = HEADLINE[suite.kind]
-        table.add_column(f"{suite.name} ({suite.role})\n{metric} {'^' if higher else 'v'}", justify="right")
-    for col in ("KL/token", "train s"):
-        table.add_column(col, justify="right")
+        header = f"{suite.name.replace('_', ' ')} {_short_metric(metric)} {'^' if higher else 'v'}"
+        table.add_column(header, justify="right", overflow="fold")
+    show_kl = any(row.get("kl_per_token") is not None for row in rows)
+    if show_kl:
+        table.add_column("KL/tok", justify="right")
+    table.add_column("train s", justify="right")
     for row in rows:
-        cells = [row.get(s.name) for s in recipe.eval.suites]
-        kl = row.get("kl_per_token")
-        table.add_row(
-            row["strategy"],
-            *("-" if c is None else f"{c:.3f}" for c in cells),
-            "-" if kl is None else f"{kl:.4f}",
-            f"{row['train_seconds']:.0f}",
-        )
+        cells = ["-" if row.get(s.name) is None else f"{row[s.name]:.3f}" for s in suites]
+        if show_kl:
+            kl = row.get("kl_per_token")
+            cells.append("-" if kl is None else f"{kl:.3f}")
+        table.add_row(row["strategy"], *cells, f"{row['train_seconds']:.0f}")
     return table
 
 
