@@ -201,3 +201,30 @@ def test_wrong_types_in_any_artefact_never_crash(tmp_path, data):
     result = write_report(run)
     assert list(sections_of(result.html.read_text(encoding="utf-8"))) == SECTION_IDS
     assert {"loss", "mix", "mixture_search"} <= set(result.sections_without_data)
+
+
+def test_tradeoff_averages_the_same_suites_for_every_strategy(tmp_path):
+    # Closed book adds a multiple-choice suite that RAG rows lack; averaging it into the closed row alone would
+    # make a strong closed-book model look weaker than its RAG row.
+    suites = {
+        "domain_qa": {"kind": "qa", "role": "domain", "accuracy": 0.9, "n": 10},
+        "domain_mc": {"kind": "mc", "role": "domain", "acc": 0.1, "n": 10},
+        "general_probe": {"kind": "qa", "role": "general", "accuracy": 0.8, "n": 10},
+    }
+    eval_json = {
+        "variants": {
+            "sft": {"mode": "closed", "suites": suites},
+            "sft+rag": {"mode": "rag", "suites": {k: v for k, v in suites.items() if k != "domain_mc"}},
+        },
+        "strategies": [
+            {"strategy": "sft", "variant": "sft", "mode": "closed", "domain_qa": 0.9, "domain_mc": 0.1,
+             "general_probe": 0.8, "train_seconds": 1.0, "train_tokens": 10},
+            {"strategy": "sft+rag", "variant": "sft", "mode": "rag", "domain_qa": 0.8, "general_probe": 0.8,
+             "train_seconds": 1.0, "train_tokens": 10},
+        ],
+    }  # fmt: skip
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.json").write_text(json.dumps(eval_json), encoding="utf-8")
+    html = write_report(run).html.read_text(encoding="utf-8")
+    assert re.search(r"Highest domain score: <code>sft</code> \(0\.9", html), "the closed row must be judged on QA only"
