@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .errors import LeakageError
-from .evaluate.compare import compare_suites, headline, strategy_matrix
+from .evaluate.compare import compare_suites, strategy_matrix
 from .evaluate.suites import LoadedSuites, suite_fingerprints
-from .files import atomic_write_json, file_sha256, json_sha256, read_json
+from .files import atomic_write_json, file_sha256, json_sha256, read_if_current
 from .recipe import MCSuite, PerplexitySuite, QASuite, Recipe
 
 Log = Callable[[str], None]
@@ -94,6 +94,7 @@ def _score_suite(recipe, suite, mode, suites: LoadedSuites, model, tokenizer, re
         from .evaluate.perplexity import perplexity
 
         texts = suites.texts[suite.name]
+        # Perplexity windows run up to 1024 tokens where QA prompts are short: fewer rows per forward.
         result = perplexity(model, tokenizer, texts, suite.max_length, suite.stride, max(1, batch // 8), bf16, advance)
         return {"kind": "perplexity", **result}
     items = suites.qa[suite.name]
@@ -132,14 +133,14 @@ def _suite_size(suite, suites: LoadedSuites) -> int:
     return len(suites.qa[suite.name])
 
 
-def _evaluate_variant(recipe, variant, suites: LoadedSuites, log, show_progress, resources, mode_fingerprints):
+def _evaluate_variant(recipe, variant, suites: LoadedSuites, suite_fp: dict[str, str], log, show_progress, resources,
+                      mode_fingerprints):  # fmt: skip
     """Score one variant on every suite in every mode; cached per mode in <run_dir>/eval/<label>.json."""
     from .model_loading import load_for_inference
     from .precision import use_bf16
 
     settings = recipe.eval.model_dump(mode="json", exclude=_SCORING_EXCLUDE)
     bf16 = use_bf16("auto")
-    suite_fp = suite_fingerprints(recipe)
     loaded = None
     out = {}
     for mode in recipe.eval.modes:
@@ -152,12 +153,11 @@ def _evaluate_variant(recipe, variant, suites: LoadedSuites, log, show_progress,
             inputs.update(mode=mode, mode_inputs=mode_fingerprints[mode])
         fp = json_sha256(inputs)
         cache = recipe.out_dir / "eval" / f"{label}.json"
-        if cache.is_file():
-            cached = read_json(cache)
-            if cached.get("fingerprint") == fp:
-                log(f"eval '{label}': up to date, reusing {cache}")
-                out[label] = cached["suites"]
-                continue
+        cached = read_if_current(cache, fp)
+        if cached is not None:
+            log(f"eval '{label}': up to date, reusing {cache}")
+            out[label] = cached["suites"]
+            continue
         if loaded is None:
             loaded = load_for_inference(variant.model_path, variant.adapter)
         tokenizer, model = loaded
@@ -233,10 +233,11 @@ def evaluate_recipe(
 
     suites = suites if suites is not None else load_suites(recipe)
     resources, mode_fps = prepare_modes(recipe, suites, log, show_progress)
+    suite_fp = suite_fingerprints(recipe)  # hashed once: every variant's cache keys use them
     scored: dict[str, dict] = {}
     modes_of: dict[str, tuple] = {}
     for v in variants:
-        scored.update(_evaluate_variant(recipe, v, suites, log, show_progress, resources, mode_fps))
+        scored.update(_evaluate_variant(recipe, v, suites, suite_fp, log, show_progress, resources, mode_fps))
         modes_of.update({variant_label(v, m): (v, m) for m in recipe.eval.modes})
     # Before/after compares the first and last variants closed-book, or in the first mode evaluated.
     compared_mode = "closed" if "closed" in recipe.eval.modes else recipe.eval.modes[0]
@@ -283,9 +284,10 @@ def _harness(recipe: Recipe, variants: list, log: Log) -> dict:
                   "task_dirs": [path_fingerprint(d) for d in task_dirs]}  # fmt: skip
         fp = json_sha256(inputs)
         cache = recipe.out_dir / "eval" / f"{v.name}.harness.json"
-        if cache.is_file() and read_json(cache).get("fingerprint") == fp:
+        cached = read_if_current(cache, fp)
+        if cached is not None:
             log(f"harness '{v.name}': up to date, reusing {cache}")
-            out[v.name] = read_json(cache)["results"]
+            out[v.name] = cached["results"]
             continue
         log(f"harness '{v.name}': {', '.join(settings.tasks)}")
         results = run_harness(v.model_path, settings.tasks, adapter=v.adapter, task_dirs=task_dirs,
@@ -296,4 +298,4 @@ def _harness(recipe: Recipe, variants: list, log: Log) -> dict:
     return out
 
 
-__all__ = ["evaluate_recipe", "headline", "prepare_modes", "progress_bar", "variant_label"]
+__all__ = ["evaluate_recipe", "prepare_modes", "progress_bar", "variant_label"]

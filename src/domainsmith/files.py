@@ -77,3 +77,12 @@ def json_sha256(obj: Any) -> str:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_if_current(path: Path, fingerprint: str) -> dict | None:
+    """A cached result written as {"fingerprint": ..., ...}, or None when it is missing or was made from other
+    inputs."""
+    if not path.is_file():
+        return None
+    cached = read_json(path)
+    return cached if cached.get("fingerprint") == fingerprint else None

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..files import atomic_write_json, json_sha256, read_json
+from ..files import atomic_write_json, json_sha256, read_if_current
 from ..recipe import QASuite, Recipe
+from .modes import mode_prompts
 from .suites import LoadedSuites
 
 Log = Callable[[str], None]
@@ -31,10 +32,9 @@ def kl_from_base(recipe: Recipe, variants: list, suites: LoadedSuites, scored: d
     chats, answers = [], []
     for suite in general:
         predictions = {r["id"]: r["prediction"] for r in scored[base.name][suite.name]["items"]}
-        prefix = [{"role": "system", "content": suite.system}] if suite.system else []
-        for item in suites.qa[suite.name]:
-            chats.append([*prefix, {"role": "user", "content": item.question}])
-            answers.append(predictions.get(item.id, "").strip() or item.answers[0])  # an empty reply: the gold
+        items = suites.qa[suite.name]
+        chats += mode_prompts("closed", items, None, None, suite.system)[0]  # the prompts the base model answered
+        answers += [predictions.get(it.id, "").strip() or it.answers[0] for it in items]  # an empty reply: the gold
     if not chats:
         return {}
     from ..precision import use_bf16
@@ -47,9 +47,10 @@ def kl_from_base(recipe: Recipe, variants: list, suites: LoadedSuites, scored: d
             {"base": base.fingerprint, "variant": variant.fingerprint, "prompts": prompts_fp, "bf16": bf16}
         )
         cache = recipe.out_dir / "eval" / f"{variant.name}.kl.json"
-        if cache.is_file() and read_json(cache).get("fingerprint") == fp:
+        cached = read_if_current(cache, fp)
+        if cached is not None:
             log(f"forgetting KL '{variant.name}': up to date, reusing {cache}")
-            out[variant.name] = read_json(cache)["kl"]
+            out[variant.name] = cached["kl"]
             continue
         result = _measure(base, variant, chats, answers, recipe.eval.batch_size, bf16, show_progress)
         result["suites"] = [s.name for s in general]
