@@ -35,7 +35,7 @@ from .manifest import (
     write_manifest,
 )
 from .sections import split_sections
-from .store import ChunkBatch
+from .store import CHUNK_TEXT_COLUMNS, ChunkBatch, ChunkText
 
 OnBadRecord = Literal["fail", "skip"]
 STORE_DIR = "lancedb"
@@ -72,15 +72,8 @@ class BuildReport:
         }
 
 
-@dataclass
-class _PendingChunk:
-    chunk_id: str
-    doc_key: str
-    source: str
-    heading_path: str
-    text: str
-    parent_id: str
-    parent_text: str
+@dataclass(frozen=True)
+class _PendingChunk(ChunkText):
     keywords: str
     embed_text: str  # heading path + text: a chunk like "Take 20 mg twice a day." needs its heading to be found
 
@@ -249,17 +242,8 @@ def _chunk(
 
 
 def _batch(chunks: list[_PendingChunk], vectors) -> ChunkBatch:
-    return ChunkBatch(
-        chunk_id=[c.chunk_id for c in chunks],
-        doc_key=[c.doc_key for c in chunks],
-        source=[c.source for c in chunks],
-        heading_path=[c.heading_path for c in chunks],
-        text=[c.text for c in chunks],
-        parent_id=[c.parent_id for c in chunks],
-        parent_text=[c.parent_text for c in chunks],
-        keywords=[c.keywords for c in chunks],
-        vectors=vectors,
-    )
+    columns = {name: [getattr(c, name) for c in chunks] for name in [*CHUNK_TEXT_COLUMNS, "keywords"]}
+    return ChunkBatch(**columns, vectors=vectors)
 
 
 def _write_rejects(kb_dir: Path, bad: list[BadDocument]) -> None:

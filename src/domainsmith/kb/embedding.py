@@ -151,9 +151,6 @@ class _DirectQueryEncoder:
         self.max_length = int(transformer.max_seq_length)
         self.pooling_mode = pooling_mode
 
-    def __bool__(self) -> bool:
-        return True
-
     def __call__(self, text: str) -> np.ndarray:
         import torch
 

@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import KnowledgeBaseError
-from .store import Candidate, ChunkBatch, StoredChunk
+from .store import CHUNK_TEXT_COLUMNS, Candidate, ChunkBatch, StoredChunk
 
 TABLE = "chunks"
-_RESULT_COLUMNS = ["chunk_id", "doc_key", "source", "heading_path", "text", "parent_id", "parent_text"]
+_RESULT_COLUMNS = CHUNK_TEXT_COLUMNS
 _DELETE_BATCH = 256  # doc keys per delete statement: keeps the SQL filter short
 # During a build no version may be removed: kb.json still points to the old one until the build ends.
 _KEEP_EVERY_VERSION = timedelta(days=36500)

@@ -13,7 +13,7 @@ the same on every backend.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
@@ -38,16 +38,25 @@ class ChunkBatch:
 
 
 @dataclass(frozen=True)
-class StoredChunk:
-    """A chunk as a search returns it, with the engine's own score (cosine similarity or BM25)."""
+class ChunkText:
+    """The text columns of one chunk, as stored and as searches return them."""
 
     chunk_id: str
-    doc_key: str
+    doc_key: str  # Document.key: what incremental rebuilds delete by
     source: str
     heading_path: str
     text: str
     parent_id: str
     parent_text: str
+
+
+CHUNK_TEXT_COLUMNS = [f.name for f in fields(ChunkText)]
+
+
+@dataclass(frozen=True)
+class StoredChunk(ChunkText):
+    """A chunk as a search returns it, with the engine's own score (cosine similarity or BM25)."""
+
     score: float
 
 
