@@ -23,6 +23,10 @@ class DataError(DomainsmithError):
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self):
+        # Rebuilt from its own fields when it crosses a process boundary (data prepare's workers).
+        return (type(self), (self.path, self.reason, self.line))
+
 
 class ModelError(DomainsmithError):
     """A model name or path cannot be resolved or loaded."""

@@ -25,12 +25,175 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DataSource(_Strict):
-    """One instruction file. Its role says whether it teaches the domain or keeps general skills."""
+InstructionFormats = ("auto", "alpaca", "sharegpt", "messages")
 
-    path: Path = Field(description="JSONL or JSON-array file, relative to the recipe")
+
+class DataSource(_Strict):
+    """One data source: a file or folder, or `source: self` (general data sampled from the model itself).
+
+    Its role says whether it teaches the domain or keeps general skills.
+    """
+
+    path: Path | None = Field(None, description="file or folder, relative to the recipe")
     role: Role = Field("domain", description="domain | general")
-    format: Literal["auto", "alpaca", "sharegpt", "messages"] = Field("auto", description="record shape")
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "text", "jsonl", "parquet"] = Field(
+        "auto",
+        description="record shape. auto: by extension (.txt/.md documents, .parquet, JSON/JSONL records detected "
+        "per record: alpaca, sharegpt, messages, or a text field); text: each file is one document; jsonl: "
+        "records with a text field",
+    )
+    text_field: str = Field("text", description="field holding the text of jsonl / parquet text records")
+    source: Literal["file", "self"] = Field(
+        "file", description="self: Magpie-style general instructions sampled from the recipe's model (data prepare)"
+    )
+    n: int | None = Field(None, gt=0, description="source: self: how many instruction pairs to sample")
+
+    @model_validator(mode="after")
+    def _file_or_self(self) -> DataSource:
+        if self.source == "file" and self.path is None:
+            raise ValueError("a data source needs a path (or source: self with n)")
+        if self.source == "self":
+            if self.n is None or self.path is not None:
+                raise ValueError("source: self takes n (how many pairs to sample) and no path")
+            if self.role != "general":
+                raise ValueError("source: self samples general data from the model: use role: general")
+        return self
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path is not None else f"self-replay (n={self.n})"
+
+
+class UnicodeRule(_Strict):
+    fix: bool = Field(True, description="repair mojibake and broken escapes (ftfy)")
+    normalize: Literal["NFC", "NFKC", "none"] = Field(
+        "NFC", description="unicode normal form; NFKC also folds full-width forms, which changes Chinese punctuation"
+    )
+
+
+class LengthRule(_Strict):
+    min_words: int = Field(1, ge=0, description="fewer words than this is removed (a CJK character is a word)")
+    max_words: int = Field(200_000, gt=0)
+
+
+class GopherQualityRule(_Strict):
+    """Gopher (Rae et al. 2021) quality heuristics, datatrove's defaults; Chinese-aware (a CJK character is a word,
+    word-length bounds are skipped for CJK text and Chinese stop words count)."""
+
+    enabled: bool = True
+    applies_to: list[Literal["text", "chat"]] = Field(
+        default_factory=lambda: ["text"], description="record kinds; instruction data is short by nature"
+    )
+    min_words: int = Field(50, ge=0)
+    max_words: int = Field(100_000, gt=0)
+    min_mean_word_chars: float = 3.0
+    max_mean_word_chars: float = 10.0
+    max_symbol_word_ratio: float = Field(0.1, description="'#' and ellipses per word")
+    max_bullet_lines: float = 0.9
+    max_ellipsis_lines: float = 0.3
+    min_alpha_words: float = Field(0.8, description="share of words with a letter (CJK counts)")
+    min_stop_words: int = 2
+
+
+class GopherRepetitionRule(_Strict):
+    """Gopher repetition filters (Table A1): duplicate lines/paragraphs and repeated n-grams, by characters.
+    In a conversation only the assistant's replies are checked (a reply may restate the question)."""
+
+    enabled: bool = True
+    applies_to: list[Literal["text", "chat"]] = Field(default_factory=lambda: ["text", "chat"])
+    max_dup_line_frac: float = 0.3
+    max_dup_para_frac: float = 0.3
+    max_dup_line_char_frac: float = 0.2
+    max_dup_para_char_frac: float = 0.2
+    ngram_min_words: int = Field(
+        50, ge=0, description="the n-gram rules judge texts of at least this many words (short texts repeat names)"
+    )
+    max_top_ngram_char_frac: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    max_dup_ngram_char_frac: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+
+
+class LanguageRule(_Strict):
+    keep: list[str] = Field(description="ISO 639-1 codes to keep, e.g. [en, zh] (py3langid, offline)")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="normalized probability of the top language")
+    min_letters: int = Field(
+        40, ge=0, description="texts with fewer letters are kept unjudged: too short to identify reliably"
+    )
+
+
+class CleanSettings(_Strict):
+    unicode: UnicodeRule = Field(default_factory=UnicodeRule)
+    length: LengthRule = Field(default_factory=LengthRule)
+    gopher_quality: GopherQualityRule = Field(default_factory=GopherQualityRule)
+    gopher_repetition: GopherRepetitionRule = Field(default_factory=GopherRepetitionRule)
+    language: LanguageRule | None = Field(None, description="language filter; off unless set")
+
+
+class DedupSettings(_Strict):
+    exact: bool = Field(True, description="drop records whose normalized text equals an earlier one")
+    near: bool = Field(True, description="MinHash LSH over character n-grams (works for Chinese)")
+    near_applies_to: list[Literal["text", "chat"]] = Field(
+        default_factory=lambda: ["text"],
+        description="record kinds checked for near duplicates. Templated instruction data ('What is the dose of "
+        "X?' for many X) differs in exactly the few characters that matter, so chat is opt-in",
+    )
+    threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity at which records are duplicates")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations; bands x rows fit within it")
+    ngram: int = Field(5, ge=1, description="characters per shingle")
+    bands: int | None = Field(None, gt=0, description="LSH bands; default derived from threshold and num_perm")
+    rows: int | None = Field(None, gt=0, description="LSH rows per band (set together with bands)")
+
+    @model_validator(mode="after")
+    def _banding_fits(self) -> DedupSettings:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("dedup: set both bands and rows, or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"dedup: bands x rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
+        return self
+
+
+class DecontaminateSettings(_Strict):
+    enabled: bool = Field(True, description="drop training records sharing long n-grams with the recipe's eval sets")
+    ngram: int = Field(13, ge=4, description="words per shared run (GPT-3 / Llama 2 practice)")
+
+
+class MixSettings(_Strict):
+    """Target token shares per role, e.g. {domain: 0.3, general: 0.7}."""
+
+    domain: float = Field(ge=0, le=1)
+    general: float = Field(ge=0, le=1)
+    max_repeats: dict[Role, float] = Field(
+        default_factory=lambda: {"domain": 4.0, "general": 1.0},
+        description="how many times each role's data may be used at most (upsampling cap)",
+    )
+    budget_tokens: int | None = Field(None, gt=0, description="total tokens to write at most")
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> MixSettings:
+        if abs(self.domain + self.general - 1) > 1e-6:
+            raise ValueError(f"mix shares must sum to 1, got domain {self.domain} + general {self.general}")
+        return self
+
+
+class PrepareSettings(_Strict):
+    """`domainsmith data prepare`: clean, deduplicate, decontaminate and mix every data source."""
+
+    out_dir: Path | None = Field(None, description="default <run_dir>/data")
+    workers: int | None = Field(None, gt=0, description="processes; default every core")
+    count_tokens: bool = Field(True, description="count tokens with the recipe model's tokenizer (needed by mix)")
+    clean: CleanSettings = Field(default_factory=CleanSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    decontaminate: DecontaminateSettings = Field(default_factory=DecontaminateSettings)
+    mix: MixSettings | None = None
+    output_format: Literal["jsonl", "parquet"] = "jsonl"
+    shard_records: int = Field(100_000, gt=0, description="records per output shard")
+
+    @model_validator(mode="after")
+    def _mix_needs_tokens(self) -> PrepareSettings:
+        if self.mix is not None and not self.count_tokens:
+            raise ValueError("mix shares are token shares: it needs count_tokens: true")
+        return self
 
 
 class LoraSettings(_Strict):
@@ -217,6 +380,7 @@ class Recipe(_Strict):
     run_dir: Path | None = None
     seed: int = 0
     data: list[DataSource] = Field(default_factory=list)
+    prepare: PrepareSettings | None = Field(None, description="data prepare settings; training then reads its output")
     stages: list[Stage] = Field(default_factory=list)
     kb: KBSettings | None = None
     icl: ICLSettings | None = None
@@ -259,6 +423,11 @@ class Recipe(_Strict):
         if len(set(self.eval.modes)) != len(self.eval.modes):
             raise ValueError(f"eval.modes lists a mode twice: {self.eval.modes}")
         return self
+
+    @property
+    def prepared_dir(self) -> Path:
+        out = self.prepare.out_dir if self.prepare is not None else None
+        return self.resolve(out) if out is not None else self.out_dir / "data"
 
     def stage(self, name: str) -> SFTStage:
         for s in self.stages:
