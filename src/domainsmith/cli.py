@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import JsonOpt, err, log, out, print_json, quiet_libraries, user_errors
+from .cli_data import data_app
 from .cli_kb import kb_app
 from .cli_report import report
 from .errors import DomainsmithError
@@ -19,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build vertic
 models_app = typer.Typer(no_args_is_help=True, help="Model aliases and the conversion cache.")
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
+app.add_typer(data_app, name="data")
 app.command("report")(report)
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML")]

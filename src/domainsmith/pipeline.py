@@ -7,6 +7,7 @@ Run dir layout: <run_dir>/<stage>/ (manifest.json, adapter/ or model/, loss.json
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ class Variant:
 
 
 def _data_fingerprint(recipe: Recipe) -> list[dict]:
+    if recipe.prepare is not None:
+        # Training reads the prepared shards: their stats.json fingerprint covers sources, settings and rules.
+        stats = recipe.prepared_dir / "stats.json"
+        return [{"prepared": json.loads(stats.read_text())["fingerprint"] if stats.is_file() else None}]
     return [
         {"path": str(s.path), "role": s.role, "format": s.format, "sha256": file_sha256(recipe.resolve(s.path))}
         for s in recipe.data
@@ -55,9 +60,9 @@ def base_variant(recipe: Recipe, log: Log = print) -> Variant:
     return Variant("base", path, None, json_sha256({"model": recipe.model, "path": path, "files": _dir_identity(path)}))
 
 
-def read_training_data(recipe: Recipe, on_bad_record: OnBadRecord = "fail") -> LoadedSources | None:
+def read_training_data(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print) -> LoadedSources | None:
     """Every data source, read and checked once (None when the recipe names no data)."""
-    return load_instruction_sources(recipe, on_bad_record) if recipe.data else None
+    return load_instruction_sources(recipe, on_bad_record, log) if recipe.data else None
 
 
 def check_no_leakage(
@@ -89,7 +94,7 @@ def train_recipe(
     recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print, show_progress: bool = True
 ) -> list[Variant]:
     """Train every stage in order; a stage whose inputs are unchanged is reused, one that died is resumed."""
-    sources = read_training_data(recipe, on_bad_record)
+    sources = read_training_data(recipe, on_bad_record, log)
     check_no_leakage(recipe, load_suites(recipe), sources, log)
     return _walk_stages(recipe, log, True, on_bad_record, show_progress, sources)
 
@@ -176,7 +181,7 @@ def summarize(recipe: Recipe, report: dict) -> dict:
 def evaluate_trained(recipe: Recipe, log: Log = print, show_progress: bool = True) -> dict:
     """`eval` without training: the base model and every stage already trained with the current recipe."""
     suites = load_suites(recipe)
-    overlaps = check_no_leakage(recipe, suites, read_training_data(recipe) if suites else None, log)
+    overlaps = check_no_leakage(recipe, suites, read_training_data(recipe, log=log) if suites else None, log)
     variants = existing_variants(recipe, log)
     return evaluate_recipe(recipe, variants, log, show_progress, overlaps, suites, stage_metrics(recipe))
 
@@ -187,7 +192,7 @@ def run_recipe(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = p
     Data and eval items are read once and shared by the leakage check, training and evaluation.
     """
     suites = load_suites(recipe)
-    sources = read_training_data(recipe, on_bad_record)
+    sources = read_training_data(recipe, on_bad_record, log)
     overlaps = check_no_leakage(recipe, suites, sources, log)
     variants = _walk_stages(recipe, log, True, on_bad_record, show_progress, sources)
     report = evaluate_recipe(recipe, variants, log, show_progress, overlaps, suites, stage_metrics(recipe))

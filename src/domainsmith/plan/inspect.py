@@ -11,15 +11,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..data.instructions import read_instructions
-from ..data.json_records import RawRecord, iter_json_records
-from ..data.text_files import read_text_file
+from ..data.readers import Malformed, iter_file_records, source_files
 from ..errors import DataError
 from ..recipe import Recipe
 
 TOKEN_HEURISTIC = "estimated: 1 token per CJK character, ~4 characters per token otherwise (no tokenizer)"
-TEXT_SUFFIXES = (".txt", ".md")
-_INSTRUCTION_KEYS = {"instruction", "output", "conversations", "messages"}
 
 
 # Letters per script, counted with C-speed regexes (a corpus can be large; a Python loop per character is slow).
@@ -98,81 +94,56 @@ def languages(scripts: Counter[str]) -> dict:
     return {"scripts": shares, "guess": guess}
 
 
-def _is_text_jsonl(path: Path) -> bool:
-    """A JSONL/JSON file whose first record has a 'text' field and no instruction keys is raw text."""
-    for item in iter_json_records(path):
-        if isinstance(item, RawRecord) and isinstance(item.value, dict):
-            keys = set(item.value)
-            return "text" in keys and not (keys & _INSTRUCTION_KEYS)
-        return False
-    return False
-
-
-def _text_documents(path: Path) -> list[tuple[str, str]]:
-    """(where, text) for a raw-text source: a .txt/.md file, a directory of them, or JSONL with 'text'."""
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-        if not files:
-            raise DataError(path, "directory holds no .txt or .md files")
-        return [(str(p), read_text_file(p)) for p in files]
-    if path.suffix.lower() in TEXT_SUFFIXES:
-        return [(str(path), read_text_file(path))]
-    docs = []
-    for item in iter_json_records(path):
-        if isinstance(item, RawRecord) and isinstance(item.value, dict) and isinstance(item.value.get("text"), str):
-            docs.append((f"{path}:{item.line}", item.value["text"]))
-    return docs
-
-
-def inspect_source(path: Path, role: str, fmt: str = "auto", name: str | None = None) -> dict:
+def inspect_source(path: Path, role: str, fmt: str = "auto", name: str | None = None, text_field: str = "text") -> dict:
     """Summarise one data source: kind, samples, estimated tokens (per speaker for instructions), languages.
 
-    `name` is how the source is shown (the recipe's own relative path); defaults to `path`.
+    `name` is how the source is shown (the recipe's own relative path); defaults to `path`. Any format
+    `data prepare` reads works here (instruction files, JSONL text records, Parquet, documents, folders).
     """
     stats = TextStats()
-    shown = name or str(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
-    is_text = path.is_dir() or path.suffix.lower() in TEXT_SUFFIXES or _is_text_jsonl(path)
-    if is_text:
-        docs = _text_documents(path)
-        for _, text in docs:
-            stats.add(text)
-        return {
-            "path": shown,
-            "role": role,
-            "kind": "text",
-            "samples": len(docs),
-            "tokens": stats.tokens,
-            "tokens_by_speaker": None,
-            "chars": stats.chars,
-            "languages": languages(stats.scripts),
-            "_scripts": stats.scripts,
-        }
-    result = read_instructions(path, fmt)
     by_speaker: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     turns = 0
-    for conv in result.conversations:
-        for message in conv.messages:
-            by_speaker[message["role"]] += stats.add(message["content"])
-            turns += message["role"] == "assistant"
-    return {
-        "path": shown,
+    for file in source_files(path, fmt):
+        for item in iter_file_records(file, fmt, text_field):
+            if item is None:
+                continue
+            if isinstance(item, Malformed):
+                raise DataError(item.source, item.reason, item.line)
+            kinds[item.kind] += 1
+            if item.kind == "text":
+                by_speaker["text"] += stats.add(item.text)
+                continue
+            for message in item.messages:
+                by_speaker[message["role"]] += stats.add(message["content"])
+                turns += message["role"] == "assistant"
+    if not kinds:
+        raise DataError(path, "no records in source")
+    is_text = kinds["text"] >= kinds["chat"]
+    row = {
+        "path": name or str(path),
         "role": role,
-        "kind": "instructions",
-        "samples": len(result.conversations),
-        "assistant_turns": turns,
+        "kind": "text" if is_text else "instructions",
+        "samples": sum(kinds.values()),
         "tokens": sum(by_speaker.values()),
-        "tokens_by_speaker": dict(by_speaker),
+        "tokens_by_speaker": None if is_text else {k: v for k, v in by_speaker.items() if k != "text"},
         "chars": stats.chars,
         "languages": languages(stats.scripts),
         "_scripts": stats.scripts,
     }
+    if not is_text:
+        row["assistant_turns"] = turns
+    return row
 
 
 def inspect_recipe_data(recipe: Recipe) -> dict:
     """Every data source of the recipe, and totals per role (domain / general) and per kind."""
-    sources = [inspect_source(recipe.resolve(s.path), s.role, s.format, str(s.path)) for s in recipe.data]
+    # source: self is sampled by `data prepare`; there is nothing on disk to look at before that.
+    sources = [
+        inspect_source(recipe.resolve(s.path), s.role, s.format, str(s.path), s.text_field)
+        for s in recipe.data
+        if s.path is not None
+    ]
     totals: dict[str, dict] = {}
     all_scripts: Counter[str] = Counter()
     for src in sources:
