@@ -43,6 +43,10 @@ ModesOpt = Annotated[
 ]
 
 
+def _silent(message: str) -> None:
+    pass
+
+
 def _with_modes(recipe, modes: str | None):
     return recipe if modes is None else recipe.with_eval_modes([m.strip() for m in modes.split(",") if m.strip()])
 
@@ -136,13 +140,16 @@ def run(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = "f
 @user_errors
 def train(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = "fail"):
     """Train the recipe's stages (up-to-date stages are reused; an interrupted stage resumes)."""
-    from .pipeline import stage_metrics, train_recipe
+    from .pipeline import is_main_process, stage_metrics, train_recipe
     from .recipe import load_recipe
 
     quiet_libraries()
     r = load_recipe(recipe)
-    variants = train_recipe(r, _bad_record_mode(on_bad_record), log, show_progress=not json_out)
+    main = is_main_process()  # under accelerate launch / torchrun only rank 0 talks
+    variants = train_recipe(r, _bad_record_mode(on_bad_record), log if main else _silent, show_progress=not json_out)
     result = {"variants": [v.__dict__ for v in variants], "stages": stage_metrics(r)}
+    if not main:
+        return
     if json_out:
         print_json(result)
     else:

@@ -61,8 +61,20 @@ def base_variant(recipe: Recipe, log: Log = print) -> Variant:
 
 
 def read_training_data(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print) -> LoadedSources | None:
-    """Every data source, read and checked once (None when the recipe names no data)."""
-    return load_instruction_sources(recipe, on_bad_record, log) if recipe.data else None
+    """Every data source, read and checked once (None when the recipe names no data). Under `accelerate launch`,
+    rank 0 prepares the data while the others wait, then they read what it wrote."""
+    if not recipe.data:
+        return None
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        from accelerate import PartialState
+
+        # cpu= must match the Accelerator created later: the first PartialState fixes the backend (gloo on CPU).
+        with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
+            return load_instruction_sources(recipe, on_bad_record, log)
+    return load_instruction_sources(recipe, on_bad_record, log)
 
 
 def check_no_leakage(
@@ -112,6 +124,7 @@ def _walk_stages(
     show_progress: bool = True,
     sources: LoadedSources | None = None,
 ) -> list[Variant]:
+    from .train.pretrain_stage import run_pretrain
     from .train.sft import run_sft
 
     base = base_variant(recipe, log)
@@ -141,10 +154,15 @@ def _walk_stages(
         else:
             verb = "resuming" if state.status == "running" else "training"
             log(f"stage '{stage.name}': {verb} ({stage.finetuning} {stage.type}) -> {stage_dir}")
-            begin_stage(stage_dir, fp, inputs)
-            sft = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, sources)
-            result = {"artifact": sft.artifact, "metrics": sft.metrics}
-            complete_stage(stage_dir, fp, inputs, result)
+            if is_main_process():
+                begin_stage(stage_dir, fp, inputs)
+            if stage.type == "sft":
+                trained = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, sources)
+            else:
+                trained = run_pretrain(recipe, stage, input_path, stage_dir, show_progress, log)
+            result = {"artifact": trained.artifact, "metrics": trained.metrics}
+            if is_main_process():
+                complete_stage(stage_dir, fp, inputs, result)
         artifact = stage_dir / result["artifact"]
         if result["artifact"] == "adapter":
             variants.append(Variant(stage.name, input_path, str(artifact), fp))
@@ -154,6 +172,13 @@ def _walk_stages(
             next_input = str(artifact)
         input_path, parent_fp = next_input, fp
     return variants
+
+
+def is_main_process() -> bool:
+    """False on every rank but the first under `accelerate launch` / torchrun: only rank 0 writes manifests."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def stage_metrics(recipe: Recipe) -> dict[str, dict]:

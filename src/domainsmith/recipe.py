@@ -255,7 +255,78 @@ class SFTStage(_Strict):
         return self
 
 
-Stage = Annotated[Union[SFTStage], Field(discriminator="type")]  # noqa: UP007 - more stage types join this union
+class ArchitectureSettings(_Strict):
+    """pt: the input model's config with these fields replaced (names as in its config.json)."""
+
+    num_hidden_layers: int | None = Field(None, gt=0)
+    hidden_size: int | None = Field(None, gt=0)
+    intermediate_size: int | None = Field(None, gt=0)
+    num_attention_heads: int | None = Field(None, gt=0)
+    num_key_value_heads: int | None = Field(None, gt=0)
+    max_position_embeddings: int | None = Field(None, gt=0)
+
+
+class SpikeGuardSettings(_Strict):
+    """Roll back and skip data when a step's loss spikes (non-finite, or above mean + k sigma of recent steps)."""
+
+    enabled: bool = True
+    window: int = Field(50, ge=2, description="recent accepted steps the mean and sigma come from")
+    k_sigma: float = Field(5.0, gt=0, description="a loss above mean + k_sigma x std is a spike")
+    min_history: int = Field(20, ge=2, description="steps seen before the sigma rule applies (non-finite: always)")
+    lr_cut: float = Field(1.0, gt=0, le=1, description="multiply the learning rate by this after each rollback")
+    max_rollbacks: int = Field(10, ge=0, description="stop the run after this many spikes")
+
+
+class PretrainStage(_Strict):
+    """Pretraining from scratch (`pt`: the input model's architecture, resized, random weights) or continued
+    pretraining (`cpt`) on the recipe's prepared data, packed into fixed-length sequences."""
+
+    type: Literal["cpt", "pt"]
+    name: str = Field("", description="stage name (default: the type); outputs go to <run_dir>/<name>/")
+    finetuning: Literal["full", "lora"] = "full"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    architecture: ArchitectureSettings | None = Field(None, description="pt only: config fields to change")
+    max_seq_len: int = Field(1024, gt=8, description="tokens per packed sequence")
+    packing: Literal["document", "concat"] = Field(
+        "document",
+        description="document: position ids restart per document and attention never crosses documents; "
+        "concat: documents joined with EOS, attention crosses them",
+    )
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
+    batch_size: int = Field(8, gt=0, description="sequences per device per micro-step")
+    grad_accum: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.01, ge=0, lt=1, description="re-warming for CPT: the schedule restarts at 0")
+    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate / peak (cosine, wsd)")
+    decay_ratio: float = Field(0.2, gt=0, le=1, description="wsd: share of the steps spent decaying")
+    embedding_lr_ratio: float | None = Field(
+        None, gt=0, description="learning rate of embeddings and LM head = ratio x learning_rate (e.g. 0.1)"
+    )
+    weight_decay: float = Field(0.1, ge=0, description="not applied to norms and biases")
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.95, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    save_steps: int = Field(100, gt=0, description="checkpoint every N optimizer steps (and on SIGTERM)")
+    keep_checkpoints: int = Field(2, gt=0, description="checkpoints kept (the newest)")
+    spike_guard: SpikeGuardSettings = Field(default_factory=SpikeGuardSettings)
+    merge: bool = Field(False, description="also write a merged full model (LoRA only)")
+
+    @model_validator(mode="after")
+    def _defaults_and_checks(self) -> PretrainStage:
+        if not self.name:
+            self.name = self.type
+        if self.architecture is not None and self.type != "pt":
+            raise ValueError("architecture: is for type: pt (cpt continues the input model as it is)")
+        if self.type == "pt" and self.finetuning != "full":
+            raise ValueError("type: pt trains a fresh model: finetuning must be full")
+        return self
+
+
+Stage = Annotated[Union[SFTStage, PretrainStage], Field(discriminator="type")]  # noqa: UP007
 
 
 class JudgeSettings(_Strict):
@@ -429,7 +500,7 @@ class Recipe(_Strict):
         out = self.prepare.out_dir if self.prepare is not None else None
         return self.resolve(out) if out is not None else self.out_dir / "data"
 
-    def stage(self, name: str) -> SFTStage:
+    def stage(self, name: str) -> SFTStage | PretrainStage:
         for s in self.stages:
             if s.name == name:
                 return s
@@ -437,7 +508,14 @@ class Recipe(_Strict):
 
 
 # Tags of the recipe's tagged unions (stage `type`, suite `kind`), as pydantic puts them in error locations.
-_UNION_TAGS: dict[str, type[BaseModel]] = {"sft": SFTStage, "qa": QASuite, "mc": MCSuite, "perplexity": PerplexitySuite}
+_UNION_TAGS: dict[str, type[BaseModel]] = {
+    "sft": SFTStage,
+    "cpt": PretrainStage,
+    "pt": PretrainStage,
+    "qa": QASuite,
+    "mc": MCSuite,
+    "perplexity": PerplexitySuite,
+}
 
 
 def _unwrap(annotation) -> type | None:
@@ -487,7 +565,7 @@ def _describe(error: dict) -> str:
     if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
         is_suite = "suites" in shown
         key, thing = ("kind", "suite kind") if is_suite else ("type", "stage type")
-        members = (QASuite, MCSuite, PerplexitySuite) if is_suite else (SFTStage,)
+        members = (QASuite, MCSuite, PerplexitySuite) if is_suite else (SFTStage, PretrainStage)
         kinds = ", ".join(tag for tag, m in _UNION_TAGS.items() if m in members)
         got = error.get("input", {}).get(key) if isinstance(error.get("input"), dict) else None
         what = f"unknown {thing} '{got}'" if got is not None else f"missing key '{key}'"

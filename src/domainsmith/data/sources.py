@@ -70,9 +70,9 @@ def load_prepared(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log=lambd
                     continue
                 loaded.conversations.append(Conversation(row["messages"], row["source"], row["line"]))
                 loaded.roles.append(row["role"])
-    if not loaded.conversations:
+    if not loaded.conversations and any(s.type == "sft" for s in recipe.stages):
         raise DataError(out, "the prepared data holds no instruction records for the sft stage")
-    if text_records:
+    if text_records and any(s.type == "sft" for s in recipe.stages):
         log(f"sft uses {len(loaded.conversations):,} instruction records; {text_records:,} raw-text records skipped")
     for row in stats["sources"]:
         loaded.per_source[row["source"]] = {
