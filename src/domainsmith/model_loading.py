@@ -49,7 +49,8 @@ def load_causal_lm(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
-        if merge and not trainable:
+        # Only LoRA folds into the weights; prompt-learning adapters (virtual tokens) stay as they are.
+        if merge and not trainable and not model.active_peft_config.is_prompt_learning:
             model = model.merge_and_unload()
     if not trainable:
         model.eval()

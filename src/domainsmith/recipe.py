@@ -213,9 +213,23 @@ class LoraSettings(_Strict):
 
 class FreezeSettings(_Strict):
     trainable_layers: int = Field(2, ge=0, description="train the last N decoder layers")
+    layers: list[int] | str | None = Field(
+        None, description="train these decoder layers instead, e.g. '8-15' or [0, 1]; overrides trainable_layers"
+    )
     trainable_modules: list[str] = Field(
         default_factory=list, description="extra parameter-name substrings to train, e.g. ['norm', 'lm_head']"
     )
+
+
+class PromptSettings(_Strict):
+    """Prompt-learning methods (PEFT): learned virtual tokens in front of every input, the model frozen."""
+
+    num_virtual_tokens: int = Field(20, gt=0)
+    init_text: str | None = Field(None, description="prompt_tuning: start the virtual tokens from this text")
+    encoder_hidden_size: int = Field(128, gt=0, description="p_tuning: hidden size of the prompt encoder MLP")
+
+
+PROMPT_METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning")
 
 
 class SFTStage(_Strict):
@@ -223,9 +237,19 @@ class SFTStage(_Strict):
 
     type: Literal["sft"] = "sft"
     name: str = Field("sft", description="stage name; its outputs go to <run_dir>/<name>/")
-    finetuning: Literal["lora", "full", "freeze"] = "lora"
+    finetuning: Literal["lora", "full", "freeze", "prompt_tuning", "p_tuning", "prefix_tuning"] = Field(
+        "lora",
+        description="lora | full | freeze (layers) | prompt_tuning (Lester et al.) | p_tuning (P-tuning, prompt "
+        "encoder) | prefix_tuning (Li & Liang): the last three through PEFT",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     freeze: FreezeSettings = Field(default_factory=FreezeSettings)
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    packing: bool = Field(
+        False,
+        description="pack several examples into each sequence (up to max_seq_len): no padding computed; position "
+        "ids restart per example so attention never crosses examples",
+    )
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
@@ -244,6 +268,14 @@ class SFTStage(_Strict):
         description="weight of a KL(base || tuned) term on the answer tokens of general-role data, against "
         "forgetting; the base is the model with its LoRA adapter off, so LoRA only",
     )
+
+    @model_validator(mode="after")
+    def _method_combinations(self) -> SFTStage:
+        if self.finetuning in PROMPT_METHODS and self.packing:
+            raise ValueError(f"packing does not combine with {self.finetuning}: virtual tokens go before each input")
+        if self.merge and self.finetuning != "lora":
+            raise ValueError(f"merge: true is for LoRA adapters; {self.finetuning} has nothing to merge")
+        return self
 
     @model_validator(mode="after")
     def _general_kl_needs_lora(self) -> SFTStage:
@@ -484,6 +516,16 @@ class Recipe(_Strict):
             return updated._modes_have_what_they_need()
         except ValueError as exc:
             raise RecipeError(str(exc)) from exc
+
+    @model_validator(mode="after")
+    def _prompt_learning_stage_is_last(self) -> Recipe:
+        for stage in self.stages[:-1]:
+            if stage.finetuning in PROMPT_METHODS:
+                raise ValueError(
+                    f"stage '{stage.name}' ({stage.finetuning}) must be the last stage: virtual tokens cannot be "
+                    "merged into weights for a later stage to train on"
+                )
+        return self
 
     @model_validator(mode="after")
     def _modes_have_what_they_need(self) -> Recipe:

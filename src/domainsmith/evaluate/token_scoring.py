@@ -102,6 +102,8 @@ def forward_target_logits(
     if "use_cache" in params:
         kwargs["use_cache"] = False
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
+    # Prompt tuning / P-tuning adapters put their virtual tokens first: their logits are not the input's.
+    logits = logits[:, -width:]
     offset = width - logits.shape[1]  # logits cover the last positions (all of them without logits_to_keep)
     row_idx = [i for i, n in enumerate(n_targets) for _ in range(n)]
     pos_idx = [start - offset + k for start, n in zip(starts, n_targets, strict=True) for k in range(n)]

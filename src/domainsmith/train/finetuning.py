@@ -1,9 +1,10 @@
-"""Choose which parameters train: LoRA adapters (PEFT), everything (full), or the last layers (freeze)."""
+"""Choose which parameters train: LoRA adapters or prompt-learning virtual tokens (PEFT), everything (full), or
+chosen decoder layers (freeze)."""
 
 from __future__ import annotations
 
 from ..errors import RecipeError
-from ..recipe import FreezeSettings, LoraSettings
+from ..recipe import PROMPT_METHODS, FreezeSettings, LoraSettings, PromptSettings
 
 
 def decoder_layers(model):
@@ -16,7 +17,7 @@ def decoder_layers(model):
     return max(lists, key=len)
 
 
-def parse_layers(spec: list[int] | str | None, n_layers: int) -> list[int] | None:
+def parse_layers(spec: list[int] | str | None, n_layers: int, key: str = "lora.layers") -> list[int] | None:
     """'10-29' or '0,2,4' or [0, 2] -> sorted layer indices, checked against the model's depth."""
     if spec is None:
         return None
@@ -25,13 +26,13 @@ def parse_layers(spec: list[int] | str | None, n_layers: int) -> list[int] | Non
         for part in spec.replace(" ", "").split(","):
             lo, _, hi = part.partition("-")
             if not lo.isdigit() or (hi and not hi.isdigit()):
-                raise RecipeError(f"lora.layers: cannot read '{spec}'; use e.g. '10-29' or '0,2,4'")
+                raise RecipeError(f"{key}: cannot read '{spec}'; use e.g. '10-29' or '0,2,4'")
             layers += list(range(int(lo), int(hi or lo) + 1))
     else:
         layers = list(spec)
     bad = [i for i in layers if not 0 <= i < n_layers]
     if bad or not layers:
-        raise RecipeError(f"lora.layers: {bad or spec} outside the model's layers 0-{n_layers - 1}")
+        raise RecipeError(f"{key}: {bad or spec} outside the model's layers 0-{n_layers - 1}")
     return sorted(set(layers))
 
 
@@ -69,12 +70,16 @@ def apply_freeze(model, settings: FreezeSettings):
     for p in model.parameters():
         p.requires_grad_(False)
     layers = decoder_layers(model)
-    if settings.trainable_layers > len(layers):
-        raise RecipeError(
-            f"freeze.trainable_layers={settings.trainable_layers} but the model has only {len(layers)} layers"
-        )
-    for layer in list(layers)[len(layers) - settings.trainable_layers :]:
-        for p in layer.parameters():
+    if settings.layers is not None:
+        chosen = parse_layers(settings.layers, len(layers), "freeze.layers")
+    else:
+        if settings.trainable_layers > len(layers):
+            raise RecipeError(
+                f"freeze.trainable_layers={settings.trainable_layers} but the model has only {len(layers)} layers"
+            )
+        chosen = range(len(layers) - settings.trainable_layers, len(layers))
+    for i in chosen:
+        for p in layers[i].parameters():
             p.requires_grad_(True)
     unmatched = set(settings.trainable_modules)
     for name, p in model.named_parameters():
@@ -89,10 +94,34 @@ def apply_freeze(model, settings: FreezeSettings):
     return model
 
 
-def prepare_trainable(model, stage, seed: int = 0):
+def apply_prompt_learning(model, method: str, settings: PromptSettings, seed: int = 0, tokenizer_path: str = ""):
+    """Prompt tuning, P-tuning or prefix tuning through PEFT: only the virtual tokens (or their encoder) train."""
+    import torch
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    n = settings.num_virtual_tokens
+    if method == "prompt_tuning":
+        init = {"prompt_tuning_init": "RANDOM"}
+        if settings.init_text:
+            init = {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": settings.init_text,
+                    "tokenizer_name_or_path": tokenizer_path}  # fmt: skip
+        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n, **init)
+    elif method == "p_tuning":
+        config = PromptEncoderConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=n, encoder_hidden_size=settings.encoder_hidden_size
+        )
+    else:
+        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n)
+    return get_peft_model(model, config)
+
+
+def prepare_trainable(model, stage, seed: int = 0, model_path: str = ""):
     """Return the model with exactly the parameters the stage's fine-tuning method trains."""
     if stage.finetuning == "lora":
         return apply_lora(model, stage.lora, seed)
+    if stage.finetuning in PROMPT_METHODS:
+        return apply_prompt_learning(model, stage.finetuning, stage.prompt, seed, model_path)
     if stage.finetuning == "freeze":
         return apply_freeze(model, stage.freeze)
     for p in model.parameters():

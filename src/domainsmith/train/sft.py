@@ -20,11 +20,12 @@ from ..errors import DataError
 from ..files import atomic_write_jsonl, atomic_write_text, replace_dir
 from ..model_loading import load_causal_lm, load_tokenizer
 from ..precision import use_bf16
-from ..recipe import Recipe, SFTStage
+from ..recipe import PROMPT_METHODS, Recipe, SFTStage
 from .callbacks import JsonlLossLogger, RichProgress
 from .collate import PadCollator
 from .cpu_allocator import configure_for_training
 from .finetuning import count_parameters, prepare_trainable
+from .sft_packing import PackedCollator, pack_examples
 from .target_loss import TargetLogitsTrainer
 
 
@@ -73,7 +74,7 @@ def run_sft(
     # Frozen LoRA base weights need no fp32 master copy: holding them in bf16 saves memory and the per-step cast.
     base_dtype = "bfloat16" if bf16 and stage.finetuning == "lora" else "float32"
     model = load_causal_lm(model_path, dtype=base_dtype, trainable=True)
-    model = prepare_trainable(model, stage, recipe.seed)
+    model = prepare_trainable(model, stage, recipe.seed, model_path)
     params = count_parameters(model)
 
     import torch
@@ -103,18 +104,26 @@ def run_sft(
         data_seed=recipe.seed,
         remove_unused_columns=False,
     )
-    dataset = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
-    if stage.general_kl > 0:
-        for row, ex in zip(dataset, examples, strict=True):
-            row["distill"] = ex.role == "general"
+    if stage.packing:
+        dataset = pack_examples(examples, stage.max_seq_len)
+        collator = PackedCollator(tokenizer.pad_token_id, with_distill=stage.general_kl > 0)
+    else:
+        dataset = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
+        if stage.general_kl > 0:
+            for row, ex in zip(dataset, examples, strict=True):
+                row["distill"] = ex.role == "general"
+        collator = PadCollator(tokenizer.pad_token_id)
     callbacks = [JsonlLossLogger(stage_dir / "loss.jsonl")]
     if show_progress:
         callbacks.append(RichProgress(f"sft:{stage.name}"))
-    trainer = TargetLogitsTrainer(
+    # Prompt-learning adapters prepend virtual tokens, which shifts the positions the target-only loss picks:
+    # they train with the Trainer's own loss on full logits.
+    trainer_cls = TargetLogitsTrainer if stage.finetuning not in PROMPT_METHODS else _PlainTrainer
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         callbacks=callbacks,
         optimizer_cls_and_kwargs=_loraplus_optimizer(stage, model),
         general_kl=stage.general_kl,
@@ -129,7 +138,7 @@ def run_sft(
     output = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - started
 
-    artifact = "adapter" if stage.finetuning == "lora" else "model"
+    artifact = "adapter" if stage.finetuning in ("lora", *PROMPT_METHODS) else "model"
     if trainer.is_world_process_zero():
         _save_outputs(trainer.model, tokenizer, stage, stage_dir, artifact)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -138,6 +147,7 @@ def run_sft(
         "precision": "bf16" if bf16 else "fp32",
         "parameters": params,
         "data": {"sources": sources.per_source, "rejected": len(sources.rejects), **tok_stats.as_dict()},
+        "packed_rows": len(dataset) if stage.packing else None,
         "train_loss": output.training_loss,
         "steps": output.global_step,
         "resumed_from": resume,
@@ -145,6 +155,12 @@ def run_sft(
         "train_tokens": tok_stats.tokens * stage.epochs,
     }
     return SFTResult(artifact=artifact, metrics=metrics)
+
+
+def _PlainTrainer(*args, general_kl: float = 0.0, **kwargs):
+    from transformers import Trainer
+
+    return Trainer(*args, **kwargs)
 
 
 def _drop_logged_steps_after(log_path: Path, step: int) -> None:

@@ -71,9 +71,9 @@ class TargetLogitsTrainer(Trainer):
         rows = distill.nonzero().squeeze(-1)
         peft_model = self.accelerator.unwrap_model(model)  # DDP / DeepSpeed wrappers have no disable_adapter
         with torch.no_grad(), peft_model.disable_adapter():
-            reference = peft_model(
-                input_ids=inputs["input_ids"][rows], attention_mask=inputs["attention_mask"][rows], logits_to_keep=keep
-            ).logits.float()
+            # attention_mask for padded batches, position_ids for packed ones: whichever the batch carries.
+            fields = {k: inputs[k][rows] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+            reference = peft_model(**fields, logits_to_keep=keep).logits.float()
         mask = targets[rows] != IGNORE_INDEX
         kl = kl_to_reference(logits[rows], reference, mask)
         self._kl_sum += float(kl.detach())
