@@ -12,6 +12,7 @@ hands: batch k of the run is a pure function of (seed, k), so a checkpoint store
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -69,13 +70,24 @@ def _param_groups(model, stage) -> list[dict]:
 
 
 class _Logs:
-    """metrics.jsonl and events.jsonl (main process), rows after a resumed step dropped so none appear twice."""
+    """metrics.jsonl and events.jsonl (main process), rows after a resumed step dropped so none appear twice; the
+    same scalars as TensorBoard event files in <stage>/tensorboard (`tensorboard --logdir runs/<name>`)."""
 
     def __init__(self, stage_dir: Path, enabled: bool, resumed_step: int) -> None:
         self.metrics, self.events, self.enabled = stage_dir / "metrics.jsonl", stage_dir / "events.jsonl", enabled
+        self.board = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            # purge_step: a resumed run overwrites the steps it repeats instead of drawing them twice.
+            self.board = SummaryWriter(str(stage_dir / "tensorboard"), purge_step=resumed_step + 1)
         if enabled and self.metrics.is_file():
             rows = [ln for ln in self.metrics.read_text().splitlines() if json.loads(ln)["step"] <= resumed_step]
             atomic_write_text(self.metrics, "".join(r + "\n" for r in rows))
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
 
     def _append(self, path: Path, row: dict) -> None:
         if self.enabled:
@@ -84,9 +96,14 @@ class _Logs:
 
     def metric(self, row: dict) -> None:
         self._append(self.metrics, row)
+        if self.board is not None:
+            for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+                self.board.add_scalar(f"train/{key}", row[key], row["step"])
 
     def event(self, row: dict) -> None:
         self._append(self.events, row)
+        if self.board is not None:
+            self.board.add_text("spike_guard", json.dumps(row), row["step"])
 
 
 class _Sigterm:
@@ -159,7 +176,7 @@ def train_packed(
     tokens_at_start = state["tokens"]
     progress = _progress(show_progress and accelerator.is_main_process, stage.name, total, state["step"])
     rank = accelerator.process_index
-    with _Sigterm() as sigterm, progress as bar:
+    with _Sigterm() as sigterm, progress as bar, contextlib.closing(logs):
         while state["step"] < total:
             batch_ids = _batch_indices(packed, state["cursor"], global_batch, seed)
             model.train()
