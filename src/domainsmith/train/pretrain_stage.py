@@ -4,13 +4,12 @@ optimizer steps run (pretrain.py), the trained weights saved."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from ..errors import DataError, DomainsmithError
-from ..files import replace_dir
 from ..precision import use_bf16
 from ..recipe import PretrainStage, Recipe
+from .outputs import save_stage_outputs
 from .packing import load_packed, pack_documents
 from .pretrain import PretrainResult, remove_checkpoints, train_packed
 
@@ -84,7 +83,7 @@ def run_pretrain(
     model, run = train_packed(accelerator, model, packed, stage, stage_dir, recipe.seed, show_progress, log)
     artifact = "adapter" if stage.finetuning == "lora" else "model"
     if accelerator.is_main_process:
-        _save(accelerator.unwrap_model(model), tokenizer, stage, stage_dir, artifact)
+        save_stage_outputs(accelerator.unwrap_model(model), tokenizer, stage, stage_dir, artifact)
         remove_checkpoints(stage_dir)
     accelerator.wait_for_everyone()
     metrics = {
@@ -98,17 +97,3 @@ def run_pretrain(
         "train_tokens": run["tokens"],
     }
     return PretrainResult(artifact, metrics)
-
-
-def _save(model, tokenizer, stage: PretrainStage, stage_dir: Path, artifact: str) -> None:
-    tmp = stage_dir / f".{artifact}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, stage_dir / artifact)
-    if stage.merge and stage.finetuning == "lora":
-        merged = stage_dir / ".merged.tmp"
-        shutil.rmtree(merged, ignore_errors=True)
-        model.merge_and_unload().save_pretrained(merged)
-        tokenizer.save_pretrained(merged)
-        replace_dir(merged, stage_dir / "merged")

@@ -17,7 +17,7 @@ from ..data.chat_format import tokenize_conversations
 from ..data.instructions import OnBadRecord
 from ..data.sources import LoadedSources, load_instruction_sources
 from ..errors import DataError
-from ..files import atomic_write_jsonl, atomic_write_text, replace_dir
+from ..files import atomic_write_jsonl, atomic_write_text
 from ..model_loading import load_causal_lm, load_tokenizer
 from ..precision import use_bf16
 from ..recipe import PROMPT_METHODS, Recipe, SFTStage
@@ -25,6 +25,7 @@ from .callbacks import JsonlLossLogger, RichProgress
 from .collate import PadCollator
 from .cpu_allocator import configure_for_training
 from .finetuning import count_parameters, prepare_trainable
+from .outputs import save_stage_outputs
 from .sft_packing import PackedCollator, pack_examples
 from .target_loss import TargetLogitsTrainer
 
@@ -140,7 +141,7 @@ def run_sft(
 
     artifact = "adapter" if stage.finetuning in ("lora", *PROMPT_METHODS) else "model"
     if trainer.is_world_process_zero():
-        _save_outputs(trainer.model, tokenizer, stage, stage_dir, artifact)
+        save_stage_outputs(trainer.model, tokenizer, stage, stage_dir, artifact)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     metrics = {
         "finetuning": stage.finetuning,
@@ -188,18 +189,3 @@ def _loraplus_optimizer(stage: SFTStage, model):
         {"params": fast, "lr": stage.learning_rate * stage.lora.loraplus_lr_ratio},
     ]
     return torch.optim.AdamW, {"params": groups, "lr": stage.learning_rate, "weight_decay": stage.weight_decay}
-
-
-def _save_outputs(model, tokenizer, stage: SFTStage, stage_dir: Path, artifact: str) -> None:
-    """Write the trained weights (and the tokenizer, so each dir loads on its own) atomically."""
-    tmp = stage_dir / f".{artifact}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, stage_dir / artifact)
-    if stage.merge and stage.finetuning == "lora":
-        merged_tmp = stage_dir / ".merged.tmp"
-        shutil.rmtree(merged_tmp, ignore_errors=True)
-        model.merge_and_unload().save_pretrained(merged_tmp)
-        tokenizer.save_pretrained(merged_tmp)
-        replace_dir(merged_tmp, stage_dir / "merged")
