@@ -204,6 +204,7 @@ def test_mix_by_token_share_and_parquet_output(tmp_path, tiny_model_dir):
     stats = prepare_data(recipe, on_bad_record="skip")
     assert abs(stats["output"]["token_share"]["domain"] - 0.4) <= 0.01
     assert abs(stats["mix"]["realized_share"]["domain"] - 0.4) <= 0.01
+    assert stats["roles"]["domain"]["share"] == stats["output"]["token_share"]["domain"]  # what the report reads
     import pyarrow.parquet as pq
 
     table = pq.read_table(recipe.prepared_dir / stats["output"]["shards"][0]["file"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -92,7 +93,7 @@ def _run_tasks(tasks: list[Task], ctx: TaskContext, workers: int, progress: Prog
     total = sum(_task_bytes(t) for t in tasks)
     done_bytes = total - sum(_task_bytes(t) for t in todo)
     progress("clean", done_bytes, total)
-    if workers <= 1 or len(todo) <= 1:
+    if workers <= 1 or len(todo) <= 1 or not _main_is_importable():
         for task in todo:
             results[task.index] = run_task(task, ctx)
             done_bytes += _task_bytes(task)
@@ -114,6 +115,13 @@ def _run_tasks(tasks: list[Task], ctx: TaskContext, workers: int, progress: Prog
                     done_bytes += _task_bytes(task)
                     progress("clean", done_bytes, total)
     return [results[t.index] for t in tasks]
+
+
+def _main_is_importable() -> bool:
+    """spawn re-imports the parent's __main__ in every worker; code fed on stdin (python -) cannot be, so such a
+    run prepares in this process instead of failing."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or Path(main_file).is_file()
 
 
 def _concat_signatures(tasks: list[Task], work: Path) -> Path:
@@ -264,6 +272,9 @@ def prepare_data(
         shards = writer.write(tasks, work, offsets, copies, on_unused)
     written_tokens = {role: int((copies * tokens)[roles == role].sum()) for role in ("domain", "general")}
     total_written = sum(written_tokens.values())
+    written_records = {role: int(copies[roles == role].sum()) for role in ("domain", "general")}
+    for row in sources:  # flat fields for readers of the kept mix (the report)
+        row.update(name=row["source"], records=row["kept"]["records"], tokens=row["kept"]["tokens"])
     stats = {
         "fingerprint": fingerprint,
         "out_dir": str(out),
@@ -292,6 +303,16 @@ def prepare_data(
                 r: round(t / total_written, 4) if total_written else 0.0 for r, t in written_tokens.items()
             },
         },
+        "roles": {
+            role: {
+                "role": role,
+                "records": written_records[role],
+                "tokens": written_tokens[role],
+                "share": round(written_tokens[role] / total_written, 4) if total_written else None,
+            }
+            for role in ("domain", "general")
+            if written_records[role]
+        },  # fmt: skip
         "accounting": _accounting(sources),
         "tokens": "content tokens by the model's tokenizer (chat markup not counted)" if tokenizer_path else None,
         "seconds": {"clean": round(clean_seconds, 2), "total": round(time.monotonic() - started, 2)},

@@ -437,13 +437,15 @@ def _stage_dirs(run_dir: Path, summary_stages: dict) -> list[str]:
     except OSError:
         children = []
     for p in children:
-        if p.name not in names and ((p / "loss.jsonl").is_file() or (p / "manifest.json").is_file()):
+        if p.name not in names and any((p / f).is_file() for f in ("loss.jsonl", "metrics.jsonl", "manifest.json")):
             names.append(p.name)
     return names
 
 
 def _loss_curve(stage: str, stage_dir: Path, warnings: list[str]) -> LossCurve | None:
-    path = stage_dir / "loss.jsonl"
+    path = stage_dir / "loss.jsonl"  # SFT (Trainer) stages; pt/cpt stages write metrics.jsonl
+    if not path.is_file():
+        path = stage_dir / "metrics.jsonl"
     if not path.is_file():
         return None
     curve = LossCurve(stage, [], [])
