@@ -56,9 +56,7 @@ def _stage(**overrides) -> PretrainStage:
 
 
 def _run(stage_dir: Path, stage: PretrainStage, packed: PackedData, model=None) -> list[float]:
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=True)
+    accelerator = pretrain_module.make_accelerator(stage, bf16=False)
     train_packed(accelerator, model or _model(), packed, stage, stage_dir, seed=0, show_progress=False,
                  log=lambda m: None)  # fmt: skip
     return [json.loads(line)["loss"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]

@@ -18,7 +18,6 @@ import math
 import shutil
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,19 +179,24 @@ def train_packed(
         while state["step"] < total:
             batch_ids = _batch_indices(packed, state["cursor"], global_batch, seed)
             model.train()
+            # The LR is set before the micro-batches: under DeepSpeed the engine steps inside the last backward.
+            multiplier = lr_multiplier(state["step"], total, warmup, stage.schedule, stage.min_lr_ratio,
+                                       stage.decay_ratio) * state["lr_scale"]  # fmt: skip
+            for group in optimizer.param_groups:
+                group["lr"] = stage.learning_rate * group["lr_scale"] * multiplier
             loss_sum = torch.zeros((), device=accelerator.device)
             for m in range(stage.grad_accum):
                 lo = (m * world + rank) * stage.batch_size
                 rows = [packed.sequence(int(i)) for i in batch_ids[lo : lo + stage.batch_size]]
                 batch = {k: v.to(accelerator.device) for k, v in collate(rows, packed.mode).items()}
-                sync = accelerator.no_sync(model) if m < stage.grad_accum - 1 else nullcontext()
-                with sync, accelerator.autocast():
-                    loss = model(**batch, use_cache=False).loss / stage.grad_accum
-                accelerator.backward(loss)
-                loss_sum += loss.detach()
+                # accumulate(): no gradient sync before the last micro-batch (DDP), the accumulation boundary
+                # (DeepSpeed); accelerator.backward divides the loss by grad_accum.
+                with accelerator.accumulate(model), accelerator.autocast():
+                    loss = model(**batch, use_cache=False).loss
+                    accelerator.backward(loss)
+                loss_sum += loss.detach() / stage.grad_accum
             loss_value = accelerator.reduce(loss_sum, reduction="mean").item()
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), stage.max_grad_norm)
-            grad_norm = float(grad_norm) if grad_norm is not None else 0.0
+            grad_norm = _clip_or_read_grad_norm(accelerator, model, stage.max_grad_norm)
             reason = guard.check(loss_value, grad_norm) if guard is not None else None
             if reason is not None:
                 optimizer.zero_grad(set_to_none=True)
@@ -209,11 +213,7 @@ def train_packed(
                 save_checkpoint(accelerator, ckpt_root, state["step"], {**state, "guard": guard.state_dict()},
                                 stage.keep_checkpoints)  # fmt: skip
                 continue
-            multiplier = lr_multiplier(state["step"], total, warmup, stage.schedule, stage.min_lr_ratio,
-                                       stage.decay_ratio) * state["lr_scale"]  # fmt: skip
-            for group in optimizer.param_groups:
-                group["lr"] = stage.learning_rate * group["lr_scale"] * multiplier
-            optimizer.step()
+            optimizer.step()  # a no-op under DeepSpeed, whose engine stepped in the last backward
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             state["cursor"] += 1
@@ -246,6 +246,32 @@ def train_packed(
         "skipped_batches": state["skipped"],
         "lr_scale": state["lr_scale"],
     }
+
+
+def make_accelerator(stage, bf16: bool):
+    """The Accelerator a pt/cpt stage runs on: gradient accumulation by our micro-batch loop, not a dataloader."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin
+
+    plugin = GradientAccumulationPlugin(num_steps=stage.grad_accum, sync_with_dataloader=False)
+    return Accelerator(
+        mixed_precision="bf16" if bf16 else "no",
+        cpu=not torch.cuda.is_available(),
+        gradient_accumulation_plugin=plugin,
+    )
+
+
+def _clip_or_read_grad_norm(accelerator, model, max_norm: float) -> float:
+    """Clip and return the global gradient norm; under DeepSpeed the engine clipped it already, so read it.
+    A spike found after DeepSpeed's step is still undone: the rollback restores the checkpoint before it."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        norm = accelerator.deepspeed_engine_wrapped.get_global_grad_norm()
+    else:
+        norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    return float(norm) if norm is not None else 0.0
 
 
 def _roll_back(accelerator, ckpt_root: Path, state: dict, guard, stage, reason: str, loss: float, log) -> dict:

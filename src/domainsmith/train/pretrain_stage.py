@@ -11,7 +11,7 @@ from ..precision import use_bf16
 from ..recipe import PretrainStage, Recipe
 from .outputs import save_stage_outputs
 from .packing import load_packed, pack_documents
-from .pretrain import PretrainResult, remove_checkpoints, train_packed
+from .pretrain import PretrainResult, make_accelerator, remove_checkpoints, train_packed
 
 
 def prepared_texts(recipe: Recipe, tokenizer):
@@ -56,15 +56,13 @@ def _build_model(recipe: Recipe, stage: PretrainStage, model_path: str):
 def run_pretrain(
     recipe: Recipe, stage: PretrainStage, model_path: str, stage_dir: Path, show_progress: bool = True, log=print
 ) -> PretrainResult:
-    import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from ..model_loading import load_tokenizer
     from .finetuning import count_parameters, prepare_trainable
 
     bf16 = use_bf16(stage.precision)
-    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(stage, bf16)
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(model_path)
     pack_dir = stage_dir / "packed"
