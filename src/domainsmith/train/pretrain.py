@@ -155,6 +155,7 @@ def train_packed(
     optimizer = torch.optim.AdamW(
         _param_groups(model, stage), lr=stage.learning_rate, betas=(stage.adam_beta1, stage.adam_beta2)
     )
+    _fill_deepspeed_auto(accelerator, stage)
     model, optimizer = accelerator.prepare(model, optimizer)
     guard_cfg = stage.spike_guard
     guard = SpikeGuard(guard_cfg.window, guard_cfg.k_sigma, guard_cfg.min_history) if guard_cfg.enabled else None
@@ -260,6 +261,25 @@ def make_accelerator(stage, bf16: bool):
         cpu=not torch.cuda.is_available(),
         gradient_accumulation_plugin=plugin,
     )
+
+
+def _fill_deepspeed_auto(accelerator, stage) -> None:
+    """DeepSpeed's "auto" batch values are normally read off a prepared dataloader; this loop has none, so the
+    stage's own values go in (micro-batch size, accumulation steps, clipping)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    values = {
+        "train_micro_batch_size_per_gpu": stage.batch_size,
+        "gradient_accumulation_steps": stage.grad_accum,
+        "gradient_clipping": stage.max_grad_norm,
+        "train_batch_size": stage.batch_size * stage.grad_accum * accelerator.num_processes,
+    }
+    for key, value in values.items():
+        if config.get(key, "auto") == "auto":
+            config[key] = value
 
 
 def _clip_or_read_grad_norm(accelerator, model, max_norm: float) -> float:
