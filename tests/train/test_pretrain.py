@@ -188,6 +188,44 @@ def test_too_little_data_for_one_batch_is_a_clear_error(tmp_path):
         _run(tmp_path / "run", _stage(batch_size=64, grad_accum=8), _packed(docs=20))
 
 
+
+def test_an_accelerator_that_accumulates_differently_from_the_stage_is_refused(tmp_path):
+    accelerator = pretrain_module.make_accelerator(_stage(grad_accum=4), bf16=False)
+    with pytest.raises(DomainsmithError, match="make_accelerator"):
+        train_packed(accelerator, _model(), _packed(), _stage(grad_accum=2), tmp_path, seed=0, show_progress=False)
+
+
+def test_deepspeed_auto_values_come_from_the_stage_and_fixed_ones_must_agree():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    def fake(config):
+        state = SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=config))
+        return SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=state, num_processes=8)
+
+    config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": 0.5}
+    pretrain_module._fill_deepspeed_auto(fake(config), _stage())
+    assert config == {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2, "gradient_clipping": 0.5,
+                      "train_batch_size": 64}  # fmt: skip
+    with pytest.raises(DomainsmithError, match="gradient_accumulation_steps = 16"):
+        pretrain_module._fill_deepspeed_auto(fake({"gradient_accumulation_steps": 16}), _stage())
+
+
+def test_zero3_placeholders_are_counted_and_grouped_by_their_real_shape():
+    from domainsmith.train.finetuning import count_parameters
+
+    model = _model()
+    real = count_parameters(model)["total"]
+    for p in model.parameters():  # what ZeRO-3's partitioned build leaves on each rank
+        p.ds_numel, p.ds_shape = p.numel(), tuple(p.shape)
+        p.data = torch.empty(0)
+    assert count_parameters(model)["total"] == real
+    groups = pretrain_module._param_groups(model, _stage(weight_decay=0.1))
+    decayed = sum(len(g["params"]) for g in groups if g["weight_decay"] == 0.1)
+    assert decayed == sum(1 for p in model.parameters() if len(p.ds_shape) >= 2)
+
+
 def test_schedules():
     cosine = [lr_multiplier(s, 100, 10, "cosine", 0.1, 0.2) for s in range(100)]
     assert cosine[0] == pytest.approx(0.1) and cosine[9] == pytest.approx(1.0)

@@ -130,6 +130,7 @@ def prepare_trainable(model, stage, seed: int = 0, model_path: str = ""):
 
 
 def count_parameters(model) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # Under ZeRO-3 a parameter is an empty placeholder; its real size is in ds_numel.
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}

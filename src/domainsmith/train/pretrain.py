@@ -59,7 +59,8 @@ def _param_groups(model, stage) -> list[dict]:
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        decay = 0.0 if p.ndim < 2 else stage.weight_decay
+        # ZeRO-3 builds the model partitioned (flat placeholders); ds_shape is the parameter's real shape.
+        decay = 0.0 if len(getattr(p, "ds_shape", p.shape)) < 2 else stage.weight_decay
         scale = stage.embedding_lr_ratio if id(p) in embedding_ids and stage.embedding_lr_ratio else 1.0
         groups.setdefault((decay, scale), []).append(p)
     return [
@@ -141,6 +142,11 @@ def train_packed(
     in unprepared."""
     import torch
 
+    if accelerator.gradient_accumulation_steps != stage.grad_accum:
+        raise DomainsmithError(
+            f"stage '{stage.name}': the accelerator accumulates {accelerator.gradient_accumulation_steps} "
+            f"micro-batches but the stage says grad_accum {stage.grad_accum}: build it with make_accelerator"
+        )
     stage_dir.mkdir(parents=True, exist_ok=True)
     world = accelerator.num_processes
     global_batch = stage.batch_size * stage.grad_accum * world
@@ -170,6 +176,10 @@ def train_packed(
     logs = _Logs(stage_dir, accelerator.is_main_process, state["step"])
     if guard is not None and not existing:
         save_checkpoint(accelerator, ckpt_root, 0, {**state, "guard": guard.state_dict()}, stage.keep_checkpoints)
+        if getattr(accelerator, "is_fsdp2", False):
+            # Saving FSDP2's optimizer state materializes Adam's step counters; left in place they make the first
+            # update count as the second (a smaller step than DDP takes). Empty state is what a fresh run has.
+            optimizer.optimizer.state.clear()
 
     rollbacks, events = 0, []
     started = time.time()
@@ -280,6 +290,13 @@ def _fill_deepspeed_auto(accelerator, stage) -> None:
     for key, value in values.items():
         if config.get(key, "auto") == "auto":
             config[key] = value
+        elif key != "gradient_clipping" and config[key] != value:
+            # The loop's batches and accumulation come from the stage; a different fixed value in the JSON would
+            # make DeepSpeed step at other boundaries than the loop (silently wrong updates).
+            raise DomainsmithError(
+                f"stage '{stage.name}': the DeepSpeed config fixes {key} = {config[key]} but the stage gives "
+                f"{value}: set it to \"auto\" or to the stage's value"
+            )
 
 
 def _clip_or_read_grad_norm(accelerator, model, max_norm: float) -> float:

@@ -9,30 +9,34 @@ from pathlib import Path
 from ..errors import DataError, DomainsmithError
 from ..precision import use_bf16
 from ..recipe import PretrainStage, Recipe
-from .outputs import save_stage_outputs
+from .outputs import gathered_state_dict, save_stage_outputs
 from .packing import load_packed, pack_documents
 from .pretrain import PretrainResult, make_accelerator, remove_checkpoints, train_packed
 
 
 def prepared_texts(recipe: Recipe, tokenizer):
-    """Documents from `data prepare`'s shards (its output must exist: the pipeline prepares first): text records
-    as they are, conversations rendered with the model's chat template (instruction data mixed into CPT)."""
-    stats_path = recipe.prepared_dir / "stats.json"
-    if recipe.prepare is None or not stats_path.is_file():
+    """Documents from `data prepare`'s shards (its output must exist: the pipeline prepares first)."""
+    if recipe.prepare is None or not (recipe.prepared_dir / "stats.json").is_file():
         raise DomainsmithError(
             "pt/cpt stages train on prepared text: add a prepare: section (and text sources) to the recipe"
         )
-    stats = json.loads(stats_path.read_text())
+    return (text for _, text in prepared_documents(recipe.prepared_dir, tokenizer))
+
+
+def prepared_documents(prepared_dir: Path, tokenizer):
+    """(role, text) of every record `data prepare` wrote to `prepared_dir`: text records as they are,
+    conversations rendered with the model's chat template (instruction data mixed into CPT)."""
+    stats = json.loads((prepared_dir / "stats.json").read_text())
     if stats["output"]["format"] != "jsonl":
         raise DomainsmithError("pt/cpt read prepared data as JSONL: set prepare.output_format: jsonl")
     for shard in stats["output"]["shards"]:
-        with open(recipe.prepared_dir / shard["file"], encoding="utf-8") as f:
+        with open(prepared_dir / shard["file"], encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
                 if "text" in row:
-                    yield row["text"]
+                    yield row["role"], row["text"]
                 else:
-                    yield tokenizer.apply_chat_template(row["messages"], tokenize=False)
+                    yield row["role"], tokenizer.apply_chat_template(row["messages"], tokenize=False)
 
 
 def _build_model(recipe: Recipe, stage: PretrainStage, model_path: str):
@@ -80,8 +84,10 @@ def run_pretrain(
     params = count_parameters(model)
     model, run = train_packed(accelerator, model, packed, stage, stage_dir, recipe.seed, show_progress, log)
     artifact = "adapter" if stage.finetuning == "lora" else "model"
+    # Sharded engines (ZeRO-3, FSDP) hold a shard per rank: every rank takes part in gathering the full weights.
+    state_dict = gathered_state_dict(accelerator, model)
     if accelerator.is_main_process:
-        save_stage_outputs(accelerator.unwrap_model(model), tokenizer, stage, stage_dir, artifact)
+        save_stage_outputs(accelerator.unwrap_model(model), tokenizer, stage, stage_dir, artifact, state_dict)
         remove_checkpoints(stage_dir)
     accelerator.wait_for_everyone()
     metrics = {
@@ -95,3 +101,4 @@ def run_pretrain(
         "train_tokens": run["tokens"],
     }
     return PretrainResult(artifact, metrics)
+

@@ -25,7 +25,7 @@ from .callbacks import JsonlLossLogger, RichProgress
 from .collate import PadCollator
 from .cpu_allocator import configure_for_training
 from .finetuning import count_parameters, prepare_trainable
-from .outputs import save_stage_outputs
+from .outputs import gathered_state_dict, save_stage_outputs
 from .sft_packing import PackedCollator, pack_examples
 from .target_loss import TargetLogitsTrainer
 
@@ -140,8 +140,9 @@ def run_sft(
     train_seconds = time.time() - started
 
     artifact = "adapter" if stage.finetuning in ("lora", *PROMPT_METHODS) else "model"
+    state_dict = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)
     if trainer.is_world_process_zero():
-        save_stage_outputs(trainer.model, tokenizer, stage, stage_dir, artifact)
+        save_stage_outputs(trainer.model, tokenizer, stage, stage_dir, artifact, state_dict)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     metrics = {
         "finetuning": stage.finetuning,
