@@ -13,6 +13,7 @@ from rich.table import Table
 from .cli_common import JsonOpt, err, log, out, print_json, quiet_libraries, user_errors
 from .cli_data import data_app
 from .cli_kb import kb_app
+from .cli_mix import mix_app
 from .cli_report import report
 from .errors import DomainsmithError
 
@@ -21,6 +22,7 @@ models_app = typer.Typer(no_args_is_help=True, help="Model aliases and the conve
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
 app.add_typer(data_app, name="data")
+app.add_typer(mix_app, name="mix")
 app.command("report")(report)
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML")]

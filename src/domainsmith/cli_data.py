@@ -87,6 +87,10 @@ def prepare(
             help="fail (default): stop at the first malformed record; skip: write it to rejects.jsonl and go on",
         ),
     ] = "fail",
+    mix_from: Annotated[
+        Path | None,
+        typer.Option(help="mix at the domain share a mix_search.json recommends (replaces prepare.mix's shares)"),
+    ] = None,
     json_out: JsonOpt = False,
 ):
     """Clean, deduplicate, decontaminate and mix every data source; write shards, stats.json and rejects.jsonl."""
@@ -97,6 +101,11 @@ def prepare(
         raise DomainsmithError(f"--on-bad-record must be 'fail' or 'skip', got '{on_bad_record}'")
     quiet_libraries()
     recipe = load_recipe(recipe_path)
+    if mix_from is not None:
+        from .mixsearch.apply import mix_from_search
+
+        recipe = mix_from_search(recipe, mix_from)
+        log(f"mix from {mix_from}: domain {recipe.prepare.mix.domain:.1%}, general {recipe.prepare.mix.general:.1%}")
     bar, update = _progress_bar(not json_out)
     if bar is not None:
         with bar:

@@ -47,15 +47,22 @@ class EvalNgrams:
                     suite = self.questions.get(" ".join(decontam_tokens(message["content"])))
                     if suite is not None:
                         return f"a prompt is a question of eval suite '{suite}'"
-        n = self.n
         for content in record.contents():
-            tokens = decontam_tokens(content)
-            for i in range(len(tokens) - n + 1):
-                if tokens[i] in self.first_words:
-                    gram = " ".join(tokens[i : i + n])
-                    suite = self.ngrams.get(gram)
-                    if suite is not None:
-                        return f"shares a {n}-word run with eval suite '{suite}': {gram!r}"
+            reason = self.find_in_text(content)
+            if reason is not None:
+                return reason
+        return None
+
+    def find_in_text(self, text: str) -> str | None:
+        """Why `text` shares a run of n words with an eval set, or None."""
+        n = self.n
+        tokens = decontam_tokens(text)
+        for i in range(len(tokens) - n + 1):
+            if tokens[i] in self.first_words:
+                gram = " ".join(tokens[i : i + n])
+                suite = self.ngrams.get(gram)
+                if suite is not None:
+                    return f"shares a {n}-word run with eval suite '{suite}': {gram!r}"
         return None
 
 

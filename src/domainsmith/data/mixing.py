@@ -39,19 +39,7 @@ def plan_mix(tokens: dict[str, np.ndarray], mix: MixSettings, seed: int) -> tupl
     for role, share in shares.items():
         counts = tokens.get(role, np.zeros(0, dtype=np.int64))
         target = total * share
-        repeats = np.zeros(len(counts), dtype=np.int64)
-        if target > 0:
-            whole = math.floor(target / available[role])
-            repeats += whole
-            remainder = target - whole * available[role]
-            order = rng.permutation(len(counts))
-            sums = np.concatenate([[0], np.cumsum(counts[order])])  # sums[k]: tokens of the first k records
-            # Take the prefix whose token sum lands closest to the remainder.
-            k = min(int(np.searchsorted(sums, remainder)), len(order))
-            if k > 0 and abs(sums[k - 1] - remainder) <= abs(sums[k] - remainder):
-                k -= 1
-            repeats[order[:k]] += 1
-        copies[role] = repeats
+        copies[role] = repeats = role_copies(counts, target, rng)
         written = int((repeats * counts).sum())
         factor = written / available[role] if available[role] else 0.0
         action = "upsampled" if factor > 1.0005 else "downsampled" if factor < 0.9995 else "used as is"
@@ -72,6 +60,26 @@ def plan_mix(tokens: dict[str, np.ndarray], mix: MixSettings, seed: int) -> tupl
     return copies, report
 
 
+def role_copies(counts: np.ndarray, target: float, rng: np.random.Generator) -> np.ndarray:
+    """Copies per record so the records' tokens (`counts`) add up as close to `target` as whole records allow:
+    whole repeats of every record, then a seeded random subset for the fraction."""
+    repeats = np.zeros(len(counts), dtype=np.int64)
+    available = int(counts.sum())
+    if target <= 0 or available == 0:
+        return repeats
+    whole = math.floor(target / available)
+    repeats += whole
+    remainder = target - whole * available
+    order = rng.permutation(len(counts))
+    sums = np.concatenate([[0], np.cumsum(counts[order])])  # sums[k]: tokens of the first k records
+    # Take the prefix whose token sum lands closest to the remainder.
+    k = min(int(np.searchsorted(sums, remainder)), len(order))
+    if k > 0 and abs(sums[k - 1] - remainder) <= abs(sums[k] - remainder):
+        k -= 1
+    repeats[order[:k]] += 1
+    return repeats
+
+
 def mix_guidance(domain_share: float, kinds: set[str]) -> list[str]:
     """Advice when a ratio is far from what practice and the studies suggest (never a refusal)."""
     notes = []
@@ -80,7 +88,8 @@ def mix_guidance(domain_share: float, kinds: set[str]) -> list[str]:
             f"continued pretraining with {domain_share:.0%} domain tokens: practitioners keep domain text around "
             "10-30% to protect general skills, while controlled studies (D-CPT Law, CMR) found safe shares from "
             "30% to over 90% depending on model size, token budget and how far the domain is from the original "
-            "data. Measure it on your model: short proxy runs at several shares, general and domain held-out loss."
+            "data. Measure it on your model: `domainsmith mix search recipe.yaml` (short proxy runs at several shares, "
+            "general and domain held-out loss, a fitted law and a recommended share)."
         )
     if kinds == {"chat"} and not 0.3 <= domain_share <= 0.7:
         notes.append(

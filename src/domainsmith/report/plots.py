@@ -425,6 +425,10 @@ def mixture_search(ms: MixSearch) -> Figure | None:
             drawn = True
     if not drawn:
         return None
+    ceiling = ms.recommendation.get("general_ceiling")
+    if isinstance(ceiling, int | float) and not isinstance(ceiling, bool):
+        ax.axhline(ceiling, color=role_color("general"), linestyle=":", linewidth=1.2,
+                   label="general-loss ceiling (start model + tolerance)")  # fmt: skip
     rec = ms.recommendation.get("ratio")
     if isinstance(rec, int | float) and not isinstance(rec, bool):
         ax.axvline(rec, color="#333333", linestyle="--", linewidth=1.2, label=f"recommended: {rec:.2f}")

@@ -295,7 +295,7 @@ def _fill_deepspeed_auto(accelerator, stage) -> None:
             # make DeepSpeed step at other boundaries than the loop (silently wrong updates).
             raise DomainsmithError(
                 f"stage '{stage.name}': the DeepSpeed config fixes {key} = {config[key]} but the stage gives "
-                f"{value}: set it to \"auto\" or to the stage's value"
+                f'{value}: set it to "auto" or to the stage\'s value'
             )
 
 

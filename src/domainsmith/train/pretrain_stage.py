@@ -101,4 +101,3 @@ def run_pretrain(
         "train_tokens": run["tokens"],
     }
     return PretrainResult(artifact, metrics)
-
