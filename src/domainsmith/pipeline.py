@@ -47,7 +47,7 @@ def _data_fingerprint(recipe: Recipe) -> list[dict]:
     ]
 
 
-def _dir_identity(path: str) -> list:
+def dir_identity(path: str) -> list:
     """Names, sizes and mtimes of a local model dir's files: cheap, and changes whenever the weights change."""
     p = Path(path)
     if not p.is_dir():
@@ -57,7 +57,7 @@ def _dir_identity(path: str) -> list:
 
 def base_variant(recipe: Recipe, log: Log = print) -> Variant:
     path = resolve_model(recipe.model, on_convert=log)
-    return Variant("base", path, None, json_sha256({"model": recipe.model, "path": path, "files": _dir_identity(path)}))
+    return Variant("base", path, None, json_sha256({"model": recipe.model, "path": path, "files": dir_identity(path)}))
 
 
 def read_training_data(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print) -> LoadedSources | None:
@@ -65,16 +65,23 @@ def read_training_data(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log:
     rank 0 prepares the data while the others wait, then they read what it wrote."""
     if not recipe.data:
         return None
+    with main_process_first():
+        return load_instruction_sources(recipe, on_bad_record, log)
+
+
+def main_process_first():
+    """Under `accelerate launch` / torchrun: rank 0 runs the block first (preparing what it writes), then the other
+    ranks run it (finding it done). A plain context in a single process."""
+    import contextlib
     import os
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
-        from accelerate import PartialState
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    import torch
+    from accelerate import PartialState
 
-        # cpu= must match the Accelerator created later: the first PartialState fixes the backend (gloo on CPU).
-        with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
-            return load_instruction_sources(recipe, on_bad_record, log)
-    return load_instruction_sources(recipe, on_bad_record, log)
+    # cpu= must match the Accelerator created later: the first PartialState fixes the backend (gloo on CPU).
+    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
 
 
 def check_no_leakage(
@@ -85,10 +92,11 @@ def check_no_leakage(
     Questions (QA, multiple choice) must not be training prompts; held-out texts (perplexity) must not share a
     13-word run with any training turn.
     """
-    if not suites or sources is None:
+    conversations = (sources.conversations if sources is not None else []) + _preference_conversations(recipe)
+    if not suites or not conversations:
         return []
-    overlaps = find_overlaps(suites.questions(), sources.conversations)
-    overlaps += find_text_overlaps(suites.texts, sources.conversations)
+    overlaps = find_overlaps(suites.questions(), conversations)
+    overlaps += find_text_overlaps(suites.texts, conversations)
     rows = [o.__dict__ for o in overlaps]
     if overlaps and not recipe.eval.allow_train_overlap:
         first = overlaps[0]
@@ -100,6 +108,21 @@ def check_no_leakage(
     if overlaps:
         log(f"warning: {len(overlaps)} eval items overlap training data (allowed by the recipe)")
     return rows
+
+
+def _preference_conversations(recipe: Recipe) -> list:
+    """Preference stages' training pairs as conversations (prompt + each reply), for the leakage check."""
+    from .data.instructions import Conversation
+    from .data.preferences import read_preferences
+
+    out = []
+    for stage in recipe.stages:
+        for path in stage.pairs if stage.type == "dpo" else []:
+            for pair in read_preferences(recipe.resolve(path), "skip").pairs:
+                for reply in (pair.chosen, pair.rejected):
+                    messages = [*pair.prompt, {"role": "assistant", "content": reply}]
+                    out.append(Conversation(messages, pair.source, pair.line))
+    return out
 
 
 def train_recipe(
@@ -124,6 +147,7 @@ def _walk_stages(
     show_progress: bool = True,
     sources: LoadedSources | None = None,
 ) -> list[Variant]:
+    from .train.dpo import run_dpo
     from .train.pretrain_stage import run_pretrain
     from .train.sft import run_sft
 
@@ -143,6 +167,9 @@ def _walk_stages(
             "seed": recipe.seed,
             "data": data_fp,
         }
+        if stage.type == "dpo":  # its own data: the pair files' contents
+            files = [*stage.pairs, *([stage.heldout] if stage.heldout else [])]
+            inputs["pairs"] = [file_sha256(recipe.resolve(f)) for f in files]
         fp = json_sha256(inputs)
         state = stage_state(stage_dir, fp)
         if state.status == "complete":
@@ -158,6 +185,8 @@ def _walk_stages(
                 begin_stage(stage_dir, fp, inputs)
             if stage.type == "sft":
                 trained = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, sources)
+            elif stage.type == "dpo":
+                trained = run_dpo(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, log)
             else:
                 trained = run_pretrain(recipe, stage, input_path, stage_dir, show_progress, log)
             result = {"artifact": trained.artifact, "metrics": trained.metrics}

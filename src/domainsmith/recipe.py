@@ -358,7 +358,52 @@ class PretrainStage(_Strict):
         return self
 
 
-Stage = Annotated[Union[SFTStage, PretrainStage], Field(discriminator="type")]  # noqa: UP007
+DPO_LOSSES = Literal["sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+                     "apo_zero", "apo_down", "discopop", "sigmoid_norm"]  # fmt: skip
+
+
+class KLGuardSettings(_Strict):
+    """Drift from the reference model, measured during training as the mean per-token KL(reference || policy) on
+    the held-out pairs' prompts and chosen replies."""
+
+    ceiling: float | None = Field(None, gt=0, description="nats per token; none: measured and reported only")
+    action: Literal["warn", "stop"] = Field("stop", description="at the ceiling: warn, or stop and keep the weights")
+    every: int = Field(10, gt=0, description="measure every N optimizer steps")
+
+
+class DPOStage(_Strict):
+    """Direct preference optimization on {prompt, chosen, rejected} pairs (TRL's DPOTrainer), LoRA or full. The
+    reference is the stage's input model (with LoRA: the same weights with the adapter off)."""
+
+    type: Literal["dpo"]
+    name: str = Field("dpo", description="stage name; its outputs go to <run_dir>/<name>/")
+    pairs: list[Path] = Field(min_length=1, description="preference files: alpaca, sharegpt or prompt/chosen/rejected")
+    heldout: Path | None = Field(None, description="held-out pairs; default: heldout_fraction of `pairs`")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1)
+    finetuning: Literal["lora", "full"] = "lora"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    loss_type: DPO_LOSSES = Field("sigmoid", description="sigmoid = DPO; ipo = IPO; hinge = SLiC; ... (TRL)")
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference")
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    batch_size: int = Field(4, gt=0, description="pairs per device per step")
+    grad_accum: int = Field(1, gt=0)
+    max_seq_len: int = Field(512, gt=8, description="prompt + reply tokens; longer pairs are truncated")
+    max_grad_norm: float = Field(1.0, gt=0)
+    save_steps: int = Field(100, gt=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    merge: bool = Field(False, description="also write a merged full model (LoRA only)")
+    kl: KLGuardSettings = Field(default_factory=KLGuardSettings)
+
+    @model_validator(mode="after")
+    def _merge_needs_lora(self) -> DPOStage:
+        if self.merge and self.finetuning != "lora":
+            raise ValueError("merge: true is for LoRA adapters")
+        return self
+
+
+Stage = Annotated[Union[SFTStage, PretrainStage, DPOStage], Field(discriminator="type")]  # noqa: UP007
 
 
 class JudgeSettings(_Strict):
@@ -477,6 +522,46 @@ class EvalSettings(_Strict):
         return self
 
 
+class ValidationSource(_Strict):
+    """Held-out text for one role's validation loss (.txt/.md file or dir, or JSONL/JSON with a "text" field)."""
+
+    path: Path
+    role: Role
+
+
+class MixSearchSettings(_Strict):
+    """`domainsmith mix search`: short proxy CPT runs at several domain token shares, general and domain validation
+    loss measured for each, a loss law fitted per role, and the domain share it recommends."""
+
+    ratios: list[float] = Field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0], description="domain token shares to train at"
+    )
+    budget_tokens: int | None = Field(
+        None, gt=0, description="training tokens per proxy run (the same at every share); default: the pool's tokens"
+    )
+    tolerance: float = Field(0.03, ge=0, description="largest relative rise of general loss over the start model")
+    model: str | None = Field(None, description="proxy model (alias, dir or hub id); default the recipe's model")
+    stage: str | None = Field(
+        None, description="the recipe's cpt stage whose settings the proxy runs copy; default its first cpt stage"
+    )
+    heldout_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of a role's prepared documents held out for its validation loss"
+    )
+    validation: list[ValidationSource] = Field(
+        default_factory=list, description="held-out text per role instead of a slice of the prepared data"
+    )
+    confirm: bool = Field(True, description="train once more at the recommended share and compare with the fit")
+    fit_starts: int = Field(48, gt=0, description="L-BFGS starting points per fit")
+
+    @model_validator(mode="after")
+    def _ratios_are_shares(self) -> MixSearchSettings:
+        if any(not 0 <= r <= 1 for r in self.ratios):
+            raise ValueError(f"mix_search.ratios are domain shares in [0, 1], got {self.ratios}")
+        if len(set(self.ratios)) < 3:
+            raise ValueError("mix_search.ratios needs at least 3 distinct shares to fit a curve")
+        return self
+
+
 class Recipe(_Strict):
     name: str = Field(description="project name; outputs go to runs/<name> unless run_dir is set")
     model: str = Field(DEFAULT_MODEL, description="alias, local HF dir, .gguf file or hub id")
@@ -487,6 +572,7 @@ class Recipe(_Strict):
     stages: list[Stage] = Field(default_factory=list)
     kb: KBSettings | None = None
     icl: ICLSettings | None = None
+    mix_search: MixSearchSettings = Field(default_factory=MixSearchSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
 
     # Not part of the YAML: where the recipe lives, so relative paths resolve against it.
@@ -554,6 +640,7 @@ _UNION_TAGS: dict[str, type[BaseModel]] = {
     "sft": SFTStage,
     "cpt": PretrainStage,
     "pt": PretrainStage,
+    "dpo": DPOStage,
     "qa": QASuite,
     "mc": MCSuite,
     "perplexity": PerplexitySuite,
