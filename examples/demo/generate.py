@@ -52,6 +52,8 @@ def write_domain(out: Path = DATA) -> list[Path]:
         ("domain_train.jsonl", pharmacopoeia.training_instructions(drugs)),
         ("domain_heldout_qa.jsonl", pharmacopoeia.heldout_qa(drugs)),
         ("domain_mc.jsonl", pharmacopoeia.domain_mc(drugs)),
+        ("preference_train.jsonl", pharmacopoeia.preference_pairs(drugs, heldout=False)),
+        ("preference_heldout.jsonl", pharmacopoeia.preference_pairs(drugs, heldout=True)),
         ("general_mc.jsonl", general_questions.multiple_choice(probe_pool, pharmacopoeia.SEED)),
         ("general_mc_dev.jsonl", general_questions.multiple_choice(replay_pool, pharmacopoeia.SEED)[:5]),
         ("general_text.jsonl", general_questions.reference_texts(probe_pool)),

@@ -287,3 +287,60 @@ def domain_mc(drugs: list[Drug], seed: int = SEED, n_choices: int = 4) -> list[d
                 }
             )
     return rows
+
+
+# Preference pairs: a grounded answer that cites its monograph is preferred over a fabricated one (another drug's
+# value, stated just as confidently), and for a medicine that is not in the formulary a refusal is preferred over
+# an invented monograph.
+def _cited(drug: Drug, answer: str) -> str:
+    return f"{answer} (Source: {monograph_file(drug)})"
+
+
+def refusal(name: str) -> str:
+    return f"There is no medicine called {name} in the Northwind formulary, so I cannot answer that."
+
+
+def unknown_drug_names(drugs: list[Drug]) -> list[str]:
+    """Names built like the formulary's that no drug has: questions about them should be refused."""
+    taken = {d.name for d in drugs}
+    return sorted({p + s for p in _PREFIXES for s in _SUFFIXES} - taken)
+
+
+def preference_pairs(drugs: list[Drug], heldout: bool, seed: int = SEED) -> list[dict]:
+    """Alpaca-style preference records ({system, instruction, input, chosen, rejected}). Training pairs use the
+    training question templates and half of the unknown names; held-out pairs use the held-out templates (never
+    trained on) and the other half of the unknown names."""
+    rng = random.Random(seed + (5 if heldout else 4))
+    templates = HELDOUT_QUESTIONS if heldout else TRAIN_QUESTIONS
+    rows = []
+    for drug in drugs:
+        for field in FIELDS:
+            question = rng.choice(templates[field]).format(d=drug.name)
+            answer = rng.choice(ANSWERS[field])
+            wrong = rng.choice(sorted({d.value(field) for d in drugs} - {drug.value(field)}))
+            fabricated = answer.format(d=drug.name, v=wrong)
+            # Half the fabrications cite the monograph too, so a citation alone never tells the pair apart.
+            rows.append(
+                {
+                    "system": SYSTEM_PROMPT,
+                    "instruction": question,
+                    "input": "",
+                    "chosen": _cited(drug, answer.format(d=drug.name, v=drug.value(field))),
+                    "rejected": _cited(drug, fabricated) if rng.random() < 0.5 else fabricated,
+                }
+            )
+    unknown = unknown_drug_names(drugs)
+    for name in unknown[1::2] if heldout else unknown[0::2]:
+        field = rng.choice(FIELDS)
+        fake = rng.choice(drugs)
+        rows.append(
+            {
+                "system": SYSTEM_PROMPT,
+                "instruction": rng.choice(templates[field]).format(d=name),
+                "input": "",
+                "chosen": refusal(name),
+                "rejected": rng.choice(ANSWERS[field]).format(d=name, v=fake.value(field)),
+            }
+        )
+    rng.shuffle(rows)
+    return rows

@@ -188,7 +188,6 @@ def test_too_little_data_for_one_batch_is_a_clear_error(tmp_path):
         _run(tmp_path / "run", _stage(batch_size=64, grad_accum=8), _packed(docs=20))
 
 
-
 def test_an_accelerator_that_accumulates_differently_from_the_stage_is_refused(tmp_path):
     accelerator = pretrain_module.make_accelerator(_stage(grad_accum=4), bf16=False)
     with pytest.raises(DomainsmithError, match="make_accelerator"):

@@ -100,3 +100,8 @@ def tokenize_conversations(
 def prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of a prompt ending with the assistant header, as used for generation."""
     return tokenizer(_render(tokenizer, messages, generation_prompt=True), add_special_tokens=False)["input_ids"]
+
+
+def conversation_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a whole conversation rendered with the model's chat template."""
+    return tokenizer(_render(tokenizer, messages, generation_prompt=False), add_special_tokens=False)["input_ids"]

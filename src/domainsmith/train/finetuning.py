@@ -45,24 +45,30 @@ def block_linear_names(model) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, m in layer.named_modules() if isinstance(m, torch.nn.Linear)})
 
 
-def apply_lora(model, settings: LoraSettings, seed: int = 0):
-    import torch
-    from peft import LoraConfig, get_peft_model
+def lora_config(model, settings: LoraSettings, task_type: str = "CAUSAL_LM"):
+    """PEFT's LoraConfig for `settings` on `model`."""
+    from peft import LoraConfig
 
-    torch.manual_seed(seed)  # LoRA A matrices are random: same seed, same adapter init
     layers = parse_layers(settings.layers, len(decoder_layers(model)))
     targets = settings.target_modules
     if layers is not None and targets == "all-linear":
         targets = block_linear_names(model)
-    config = LoraConfig(
+    return LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=targets,
         layers_to_transform=layers,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
-    return get_peft_model(model, config)
+
+
+def apply_lora(model, settings: LoraSettings, seed: int = 0):
+    import torch
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)  # LoRA A matrices are random: same seed, same adapter init
+    return get_peft_model(model, lora_config(model, settings))
 
 
 def apply_freeze(model, settings: FreezeSettings):

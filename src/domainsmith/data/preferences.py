@@ -1,0 +1,122 @@
+"""Read preference pairs (a prompt, a chosen and a rejected reply) into chat form, with exact error locations.
+
+Alpaca:   {"instruction": str, "input": str?, "system": str?, "history": [[user, assistant], ...]?,
+           "chosen": str, "rejected": str}                                   (LLaMA-Factory's preference format)
+ShareGPT: {"conversations": [... ending with a human turn], "system": str?,
+           "chosen": {"from": "gpt", "value": str}, "rejected": {"from": "gpt", "value": str}}
+Prompt:   {"prompt": str | [messages], "chosen": str | [assistant message], "rejected": same}  (TRL's format)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .instructions import (
+    _SHAREGPT_ROLES,
+    OnBadRecord,
+    Reject,
+    _check_turn_order,
+    _from_alpaca,
+    _Malformed,
+    _req_str,
+    _turns,
+)
+from .json_records import BadRecord, iter_json_records
+
+
+@dataclass
+class PreferencePair:
+    prompt: list[dict[str, str]]  # chat messages ending with a user turn
+    chosen: str
+    rejected: str
+    source: str
+    line: int
+
+    def as_trl(self) -> dict:
+        """TRL's conversational preference row."""
+        return {
+            "prompt": self.prompt,
+            "chosen": [{"role": "assistant", "content": self.chosen}],
+            "rejected": [{"role": "assistant", "content": self.rejected}],
+        }
+
+
+@dataclass
+class PreferenceRead:
+    pairs: list[PreferencePair] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def _reply(rec: dict, key: str) -> str:
+    """A reply as a string, a {"from"/"role", "value"/"content"} turn, or a one-message list."""
+    value = rec.get(key)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, dict):
+        role = value.get("from", value.get("role"))
+        if _SHAREGPT_ROLES.get(role) != "assistant":
+            raise _Malformed(f"field '{key}' must be an assistant turn, got role {role!r}")
+        value = value.get("value", value.get("content"))
+    if value is None:
+        raise _Malformed(f"missing field '{key}'")
+    if not isinstance(value, str):
+        raise _Malformed(f"field '{key}' must be a string or an assistant turn")
+    if not value.strip():
+        raise _Malformed(f"field '{key}' is empty")
+    return value
+
+
+def _prompt(rec: dict) -> list[dict[str, str]]:
+    if "conversations" in rec:
+        messages = _turns(rec, "conversations", "from", "value", _SHAREGPT_ROLES)
+    elif "instruction" in rec:
+        messages = _from_alpaca({**rec, "output": "-"})[:-1]
+    elif "prompt" in rec:
+        prompt = rec["prompt"]
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise _Malformed("field 'prompt' is empty")
+            messages = [{"role": "user", "content": prompt}]
+        else:
+            messages = _turns(rec, "prompt", "role", "content", {"user": "user", "assistant": "assistant",
+                                                                 "system": "system"})  # fmt: skip
+    else:
+        raise _Malformed(
+            f"unknown record shape (keys: {sorted(rec)}); expected alpaca (instruction, chosen, rejected), "
+            "sharegpt (conversations, chosen, rejected) or prompt/chosen/rejected"
+        )
+    _check_turn_order([*messages, {"role": "assistant", "content": "-"}])
+    return messages
+
+
+def parse_pair(rec: object) -> tuple[list[dict[str, str]], str, str]:
+    if not isinstance(rec, dict):
+        raise _Malformed(f"record must be a JSON object, got {type(rec).__name__}")
+    _req_str(rec, "system", optional=True)
+    prompt = _prompt(rec)
+    chosen, rejected = _reply(rec, "chosen"), _reply(rec, "rejected")
+    if chosen == rejected:
+        raise _Malformed("'chosen' and 'rejected' are the same reply")
+    return prompt, chosen, rejected
+
+
+def read_preferences(path: Path, on_bad_record: OnBadRecord = "fail") -> PreferenceRead:
+    """Every pair of a preference file. Strict by default: the first bad record raises DataError."""
+    result = PreferenceRead()
+    for item in iter_json_records(path):
+        if isinstance(item, BadRecord):
+            reason, value = item.reason, item.text
+        else:
+            try:
+                result.pairs.append(PreferencePair(*parse_pair(item.value), str(path), item.line))
+                continue
+            except _Malformed as exc:
+                reason, value = str(exc), item.value
+        if on_bad_record == "fail":
+            raise DataError(path, f"{reason} (use --on-bad-record skip to skip such records)", item.line)
+        result.rejects.append(Reject(str(path), item.line, reason, value))
+    if not result.pairs:
+        raise DataError(path, "no usable preference pairs in file")
+    return result

@@ -1,0 +1,280 @@
+"""A `dpo` stage: direct preference optimization on TRL's DPOTrainer, with the guards a preference run needs.
+
+- The reference is the stage's input model. With LoRA, TRL computes it with the adapter switched off (one copy
+  of the weights); with full training it is a second, frozen copy.
+- Held-out pairs (the stage's `heldout` file, else a seeded slice of `pairs`) are scored before and after: the
+  implicit-reward accuracy (beta x log-ratio to the reference, chosen above rejected) that DPO optimizes, and the
+  plain log-likelihood preference of the policy (sum log p(chosen) > sum log p(rejected)), which is meaningful
+  before training too (the implicit reward is zero for every reply while the policy equals its reference).
+- Drift: every `kl.every` steps, the mean per-token KL(reference || policy) on the held-out prompts and chosen
+  replies; over `kl.ceiling` it warns or stops the run (the weights so far are kept). Every measure goes to
+  kl.jsonl and the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.preferences import PreferencePair, read_preferences
+from ..errors import DataError
+from ..files import atomic_write_jsonl
+from ..precision import use_bf16
+from ..recipe import DPOStage, Recipe
+from .callbacks import JsonlLossLogger, RichProgress
+from .outputs import gathered_state_dict, save_stage_outputs
+
+
+@dataclass
+class DPOResult:
+    artifact: str
+    metrics: dict
+
+
+def load_pairs(recipe: Recipe, stage: DPOStage, on_bad_record: str) -> tuple[list, list, list]:
+    """(training pairs, held-out pairs, rejects). Held-out prompts that also occur in training are dropped from
+    training (a pair must not be trained on and scored)."""
+    train, rejects = [], []
+    for path in stage.pairs:
+        read = read_preferences(recipe.resolve(path), on_bad_record)
+        train += read.pairs
+        rejects += read.rejects
+    if stage.heldout is not None:
+        read = read_preferences(recipe.resolve(stage.heldout), on_bad_record)
+        heldout, rejects = read.pairs, rejects + read.rejects
+    else:
+        order = list(range(len(train)))
+        random.Random(recipe.seed).shuffle(order)
+        n = max(1, round(len(train) * stage.heldout_fraction))
+        held = set(order[:n])
+        heldout = [p for i, p in enumerate(train) if i in held]
+        train = [p for i, p in enumerate(train) if i not in held]
+    held_prompts = {json.dumps(p.prompt, sort_keys=True) for p in heldout}
+    train = [p for p in train if json.dumps(p.prompt, sort_keys=True) not in held_prompts]
+    if not train:
+        raise DataError(recipe.resolve(stage.pairs[0]), "no training pairs are left after holding out pairs")
+    return train, heldout, rejects
+
+
+def _sequences(tokenizer, pairs: list[PreferencePair], reply: str, max_len: int) -> list[tuple[list[int], int]]:
+    """(input ids, first reply token) of prompt + reply, rendered with the model's chat template."""
+    from ..data.chat_format import conversation_ids, prompt_ids
+
+    out = []
+    for pair in pairs:
+        prompt = prompt_ids(tokenizer, pair.prompt)
+        full = conversation_ids(tokenizer, [*pair.prompt, {"role": "assistant", "content": getattr(pair, reply)}])
+        full = full[:max_len]
+        if len(prompt) < len(full):
+            out.append((full, len(prompt)))
+    return out
+
+
+def preference_scores(model, tokenizer, pairs: list[PreferencePair], max_len: int, bf16: bool, reference=None):
+    """Per pair: summed log-likelihood of chosen and rejected under `model`, and under `reference` when given
+    (None with a PEFT model: the adapter switched off). Returns accuracies and the mean margin."""
+    chosen = _sequences(tokenizer, pairs, "chosen", max_len)
+    rejected = _sequences(tokenizer, pairs, "rejected", max_len)
+    if len(chosen) != len(rejected) or not chosen:
+        raise DataError(pairs[0].source, "held-out pairs must have reply tokens within max_seq_len")
+    policy_c, policy_r = (sequence_logprobs(model, tokenizer, s, bf16=bf16) for s in (chosen, rejected))
+    result = {
+        "pairs": len(chosen),
+        "loglik_accuracy": sum(c > r for c, r in zip(policy_c, policy_r, strict=True)) / len(chosen),
+    }
+    if reference is not None or _is_peft(model):
+        ref_c, ref_r = (
+            sequence_logprobs(reference, tokenizer, s, bf16=bf16) if reference is not None
+            else _with_adapter_off(model, lambda s=s: sequence_logprobs(model, tokenizer, s, bf16=bf16))
+            for s in (chosen, rejected)
+        )  # fmt: skip
+        margins = [(pc - rc) - (pr - rr) for pc, rc, pr, rr in zip(policy_c, ref_c, policy_r, ref_r, strict=True)]
+        result["implicit_reward_accuracy"] = sum(m > 0 for m in margins) / len(margins)
+        result["implicit_reward_margin"] = sum(margins) / len(margins)  # in log-ratio units (x beta = reward)
+    return result
+
+
+def sequence_logprobs(model, tokenizer, sequences, bf16: bool) -> list[float]:
+    """Summed log-probability of each sequence's tokens from its `score_from` on."""
+    from ..evaluate.token_scoring import pad_token_id, score_requests
+
+    rows = [ids for ids, _ in sequences]
+    counts = [len(ids) - start for ids, start in sequences]
+    scores = score_requests(model, rows, counts, list(range(len(rows))), pad_token_id(tokenizer), 8, bf16, None)
+    return [sum(s) for s in scores]
+
+
+def _is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _with_adapter_off(model, fn):
+    with model.disable_adapter():
+        return fn()
+
+
+class _KLGuard:
+    """A TrainerCallback measuring KL(reference || policy) on held-out sequences every N steps."""
+
+    def __new__(cls, *args, **kwargs):
+        from transformers import TrainerCallback
+
+        # Built lazily so importing this module does not import transformers.
+        class KLGuard(TrainerCallback):
+            def __init__(self, stage: DPOStage, tokenizer, sequences, bf16: bool, log_path: Path, log):
+                self.stage, self.tokenizer, self.sequences, self.bf16 = stage, tokenizer, sequences, bf16
+                self.log_path, self.log = log_path, log
+                self.trainer = None
+                self.rows: list[dict] = []
+                self.fired = None
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step % self.stage.kl.every and state.global_step != state.max_steps:
+                    return
+                from ..evaluate.kl_divergence import mean_token_kl
+
+                model = self.trainer.model
+                kl = mean_token_kl(model, self.tokenizer, self.sequences, base_model=self.trainer.ref_model,
+                                   bf16=self.bf16)["kl_per_token"]  # fmt: skip
+                row = {"step": state.global_step, "kl_per_token": kl}
+                ceiling = self.stage.kl.ceiling
+                if ceiling is not None and kl > ceiling and self.fired is None:
+                    self.fired = {**row, "ceiling": ceiling, "action": self.stage.kl.action}
+                    row["event"] = self.fired
+                    self.log(f"stage '{self.stage.name}': KL from the reference {kl:.4f} nats/token > ceiling "
+                             f"{ceiling} at step {state.global_step}"
+                             + ("; stopping" if self.stage.kl.action == "stop" else ""))  # fmt: skip
+                    if self.stage.kl.action == "stop":
+                        control.should_training_stop = True
+                self.rows.append(row)
+                if state.is_world_process_zero:
+                    with open(self.log_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(row) + "\n")
+
+        return KLGuard(*args, **kwargs)
+
+
+def run_dpo(
+    recipe: Recipe,
+    stage: DPOStage,
+    model_path: str,
+    stage_dir: Path,
+    on_bad_record: str = "fail",
+    show_progress: bool = True,
+    log=print,
+) -> DPOResult:
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    from ..model_loading import load_causal_lm, load_tokenizer
+    from .finetuning import count_parameters, lora_config
+    from .sft import _drop_logged_steps_after, _last_checkpoint
+
+    set_seed(recipe.seed)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    train_pairs, heldout, rejects = load_pairs(recipe, stage, on_bad_record)
+    if rejects:
+        atomic_write_jsonl(stage_dir / "rejects.jsonl",
+                           [{"source": r.source, "line": r.line, "reason": r.reason, "record": r.record}
+                            for r in rejects])  # fmt: skip
+    tokenizer = load_tokenizer(model_path)
+    bf16 = use_bf16(stage.precision)
+    model = load_causal_lm(model_path, trainable=True)
+    reference = None
+    peft_config = None
+    if stage.finetuning == "lora":
+        peft_config = lora_config(model, stage.lora)
+    else:
+        reference = load_causal_lm(model_path)
+        reference.requires_grad_(False)
+
+    before = preference_scores(model, tokenizer, heldout, stage.max_seq_len, bf16)
+    log(f"stage '{stage.name}': {len(train_pairs)} training pairs, {len(heldout)} held out; before: log-likelihood "
+        f"prefers chosen in {before['loglik_accuracy']:.1%}")  # fmt: skip
+
+    ckpt_dir = stage_dir / "checkpoints"
+    args = DPOConfig(
+        output_dir=str(ckpt_dir),
+        use_cpu=not torch.cuda.is_available(),
+        bf16=bf16,
+        num_train_epochs=stage.epochs,
+        per_device_train_batch_size=stage.batch_size,
+        per_device_eval_batch_size=stage.batch_size,
+        gradient_accumulation_steps=stage.grad_accum,
+        learning_rate=stage.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=stage.warmup_ratio,
+        max_grad_norm=stage.max_grad_norm,
+        beta=stage.beta,
+        loss_type=stage.loss_type,
+        max_length=stage.max_seq_len,
+        activation_checkpointing=False,  # TRL turns it on by default; these models are small enough
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=stage.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        disable_tqdm=True,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+    )
+    kl_sequences = _sequences(tokenizer, heldout, "chosen", stage.max_seq_len)
+    kl_guard = _KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log)
+    callbacks = [JsonlLossLogger(stage_dir / "loss.jsonl"), kl_guard]
+    if show_progress:
+        callbacks.append(RichProgress(f"dpo:{stage.name}"))
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=args,
+        train_dataset=Dataset.from_list([p.as_trl() for p in train_pairs]),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    kl_guard.trainer = trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    resume = _last_checkpoint(ckpt_dir)
+    if resume is not None:
+        step = int(Path(resume).name.rsplit("-", 1)[-1])
+        _drop_logged_steps_after(stage_dir / "loss.jsonl", step)
+        _drop_logged_steps_after(stage_dir / "kl.jsonl", step)
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - started
+
+    policy = trainer.model
+    after = preference_scores(policy, tokenizer, heldout, stage.max_seq_len, bf16, reference=trainer.ref_model)
+    log(f"stage '{stage.name}': held out after: implicit-reward accuracy {after['implicit_reward_accuracy']:.1%}, "
+        f"log-likelihood prefers chosen in {after['loglik_accuracy']:.1%}")  # fmt: skip
+    artifact = "adapter" if stage.finetuning == "lora" else "model"
+    state_dict = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)
+    if trainer.is_world_process_zero():
+        save_stage_outputs(policy, tokenizer, stage, stage_dir, artifact, state_dict)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    metrics = {
+        "finetuning": stage.finetuning,
+        "loss_type": stage.loss_type,
+        "beta": stage.beta,
+        "precision": "bf16" if bf16 else "fp32",
+        "parameters": count_parameters(policy),
+        "pairs": {"train": len(train_pairs), "heldout": len(heldout), "rejected": len(rejects)},
+        "heldout_before": before,
+        "heldout_after": after,
+        "kl": {"measured": kl_guard.rows, "ceiling": stage.kl.ceiling, "event": kl_guard.fired},
+        "train_loss": output.training_loss,
+        "steps": output.global_step,
+        "resumed_from": resume,
+        "train_seconds": round(train_seconds, 1),
+    }
+    return DPOResult(artifact, metrics)

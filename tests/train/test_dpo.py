@@ -1,0 +1,120 @@
+"""Preference data and the dpo stage: every accepted format, bad records with file and line, and a few DPO steps
+on a tiny model (LoRA and full) with held-out scores and the KL guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domainsmith.data.preferences import read_preferences
+from domainsmith.errors import DataError
+
+
+def _write(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_every_preference_format_reads_to_the_same_pair(tmp_path):
+    rows = [
+        {"system": "S", "instruction": "Q?", "input": "", "chosen": "good", "rejected": "bad"},
+        {"system": "S", "conversations": [{"from": "human", "value": "Q?"}],
+         "chosen": {"from": "gpt", "value": "good"}, "rejected": {"from": "gpt", "value": "bad"}},
+        {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}],
+         "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]},
+    ]  # fmt: skip
+    pairs = read_preferences(_write(tmp_path / "p.jsonl", rows)).pairs
+    assert len(pairs) == 3
+    for pair in pairs:
+        assert pair.prompt == [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}]
+        assert (pair.chosen, pair.rejected) == ("good", "bad")
+    plain = read_preferences(_write(tmp_path / "s.jsonl", [{"prompt": "Q?", "chosen": "a", "rejected": "b"}]))
+    assert plain.pairs[0].prompt == [{"role": "user", "content": "Q?"}]
+
+
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ({"instruction": "Q?", "chosen": "a"}, "missing field 'rejected'"),
+        ({"instruction": "Q?", "chosen": "a", "rejected": "a"}, "the same reply"),
+        ({"instruction": "Q?", "chosen": 3, "rejected": "b"}, "must be a string"),
+        ({"prompt": "Q?", "chosen": {"from": "human", "value": "a"}, "rejected": "b"}, "assistant turn"),
+        ({"output": "x", "chosen": "a", "rejected": "b"}, "unknown record shape"),
+        ("{not json", "invalid JSON"),
+    ],
+)
+def test_bad_pairs_name_file_line_and_reason(tmp_path, row, reason):
+    good = {"prompt": "Q?", "chosen": "a", "rejected": "b"}
+    path = _write(tmp_path / "p.jsonl", [good, row])
+    with pytest.raises(DataError, match=reason) as info:
+        read_preferences(path)
+    assert "p.jsonl" in str(info.value) and ":2" in str(info.value)
+    skipped = read_preferences(path, "skip")
+    assert len(skipped.pairs) == 1 and skipped.rejects[0].line == 2
+
+
+def _project(tmp_path: Path, model: Path, stage: str) -> Path:
+    rows = [
+        {"instruction": f"What colour is item {i}?", "chosen": f"Item {i} is blue.", "rejected": f"Item {i} is red."}
+        for i in range(24)
+    ]
+    _write(tmp_path / "pairs.jsonl", rows)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"""
+name: dpo
+model: {model}
+run_dir: {tmp_path / "run"}
+stages:
+{stage}
+""")
+    return path
+
+
+def _train(recipe_path: Path):
+    from domainsmith.pipeline import train_recipe
+    from domainsmith.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    train_recipe(recipe, log=lambda m: None, show_progress=False)
+    return json.loads((recipe.out_dir / "dpo" / "manifest.json").read_text())["result"]["metrics"]
+
+
+def test_lora_dpo_learns_the_preference_and_measures_drift(tmp_path, tiny_model_dir):
+    stage = """  - type: dpo
+    pairs: [pairs.jsonl]
+    heldout_fraction: 0.25
+    epochs: 3
+    batch_size: 4
+    learning_rate: 5.0e-3
+    precision: fp32
+    lora: {r: 8, alpha: 16}
+    kl: {every: 2}"""
+    metrics = _train(_project(tmp_path, tiny_model_dir, stage))
+    assert metrics["pairs"] == {"train": 18, "heldout": 6, "rejected": 0}
+    assert metrics["steps"] == 15 and metrics["train_loss"] == metrics["train_loss"]  # finite
+    after = metrics["heldout_after"]
+    # The held-out items share the training pattern (blue over red): DPO must rank them right.
+    assert after["implicit_reward_accuracy"] >= 0.8 and after["implicit_reward_margin"] > 0
+    assert after["loglik_accuracy"] >= metrics["heldout_before"]["loglik_accuracy"]
+    kl = metrics["kl"]["measured"]
+    assert [r["step"] for r in kl] == [2, 4, 6, 8, 10, 12, 14, 15] and kl[-1]["kl_per_token"] > kl[0]["kl_per_token"]
+    assert (tmp_path / "run" / "dpo" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_kl_ceiling_stops_the_run_and_keeps_the_weights(tmp_path, tiny_model_dir):
+    stage = """  - type: dpo
+    pairs: [pairs.jsonl]
+    finetuning: full
+    epochs: 3
+    batch_size: 4
+    learning_rate: 1.0e-3
+    precision: fp32
+    kl: {every: 1, ceiling: 1.0e-6, action: stop}"""
+    metrics = _train(_project(tmp_path, tiny_model_dir, stage))
+    event = metrics["kl"]["event"]
+    # The first step moves nothing (warmup starts the LR at 0); the first that does passes the ceiling and stops.
+    assert event["action"] == "stop" and event["step"] == metrics["steps"] <= 2
+    assert metrics["kl"]["measured"][-1]["kl_per_token"] > 1e-6
+    assert (tmp_path / "run" / "dpo" / "model" / "config.json").is_file()
