@@ -212,7 +212,17 @@ def build_full_run(run: Path) -> Path:
                 "steps": 60,
                 "train_seconds": 321.5,
                 "train_tokens": 123456,
-            }
+            },
+            "dpo": {
+                "finetuning": "lora",
+                "loss_type": "sigmoid",
+                "beta": 0.1,
+                "pairs": {"train": 250, "heldout": 250, "rejected": 0},
+                "heldout_before": {"pairs": 250, "loglik_accuracy": 0.4},
+                "heldout_after": {"pairs": 250, "loglik_accuracy": 0.9, "implicit_reward_accuracy": 0.93},
+                "kl": {"measured": [{"step": 10, "kl_per_token": 0.02}], "ceiling": 0.5, "event": None},
+                "steps": 63,
+            },
         },
     }
     (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")

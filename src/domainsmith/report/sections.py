@@ -154,10 +154,17 @@ SPECS = [
         "There is no RUN_DIR/mix_search.json.",
         join(
             [
-                "It is written by the mixture search (small runs over domain shares, fitted loss curves and a "
-                "recommended ratio)."
+                "It is written by ",
+                code("domainsmith mix search RECIPE"),
+                " (small runs over domain shares, fitted loss curves and a recommended ratio).",
             ]
         ),
+    ),
+    Spec(
+        "preference",
+        "Preference training",
+        "No preference stage (dpo) was trained in this run.",
+        join(["Add a stage with ", code("type: dpo"), " and preference pairs to the recipe."]),
     ),
 ]
 
@@ -167,7 +174,7 @@ SECTION_IDS = [s.id for s in SPECS]
 def build_sections(data: RunData) -> list[Section]:
     """Every section in page order; builders return None when they have nothing to show."""
     from .eval_sections import forgetting, retrieval, strategies, suites, summary
-    from .training_sections import loss, mix, mixture_search
+    from .training_sections import loss, mix, mixture_search, preference
 
     builders: dict[str, Callable] = {
         "summary": summary,
@@ -178,6 +185,7 @@ def build_sections(data: RunData) -> list[Section]:
         "loss": loss,
         "mix": mix,
         "mixture_search": mixture_search,
+        "preference": preference,
     }
     out = []
     for number, spec in enumerate(SPECS, start=1):

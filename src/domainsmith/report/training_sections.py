@@ -10,7 +10,7 @@ import re
 
 from . import format as fmt
 from . import plots
-from .collect import RunData, num
+from .collect import RunData, _dict, num
 from .html import Figure, Html, code, figure, join, para, table, tag
 
 Built = tuple[Html, list[Figure]] | None
@@ -219,3 +219,50 @@ def mixture_search(data: RunData) -> Built:
     figures = [f for f in [plots.mixture_search(ms)] if f]
     parts += [figure(f) for f in figures]
     return join(parts), figures
+
+
+def preference(data: RunData) -> Built:
+    """dpo stages: held-out preference accuracies before and after, and the drift from the reference."""
+    rows = []
+    for stage, m in data.stages.items():
+        if "loss_type" not in m:
+            continue
+        before, after = _dict(m.get("heldout_before")), _dict(m.get("heldout_after"))
+        kl = _dict(m.get("kl"))
+        measured = kl.get("measured") if isinstance(kl.get("measured"), list) else []
+        last_kl = num(_dict(measured[-1]).get("kl_per_token")) if measured else None
+        event = _dict(kl.get("event"))
+        rows.append(
+            [
+                stage,
+                f"{m.get('loss_type')} (beta {fmt.plain(num(m.get('beta')))})",
+                fmt.integer(num(_dict(m.get("pairs")).get("heldout"))),
+                fmt.percent(num(after.get("implicit_reward_accuracy"))),
+                " -> ".join(fmt.percent(num(d.get("loglik_accuracy"))) for d in (before, after)),
+                fmt.plain(last_kl),
+                f"{event.get('action')} at step {event.get('step')}" if event else fmt.DASH,
+            ]
+        )
+    if not rows:
+        return None
+    parts: list[object] = [
+        para(
+            "Held-out pairs scored before and after: the implicit reward (how much more the trained model prefers "
+            "the chosen reply than its reference does) and the plain log-likelihood preference. KL is the mean "
+            "per-token KL(reference || policy) on the held-out prompts and chosen replies at the last measure."
+        ),
+        table(
+            [
+                "stage",
+                "loss",
+                "held-out pairs",
+                "implicit-reward accuracy",
+                "log-likelihood prefers chosen",
+                "KL (nats/token)",
+                "KL ceiling",
+            ],  # fmt: skip
+            rows,
+            text_cols=2,
+        ),
+    ]
+    return join(parts), []
