@@ -117,7 +117,7 @@ def _preference_conversations(recipe: Recipe) -> list:
 
     out = []
     for stage in recipe.stages:
-        for path in stage.pairs if stage.type == "dpo" else []:
+        for path in stage.pairs if stage.type in ("dpo", "rm") else []:
             for pair in read_preferences(recipe.resolve(path), "skip").pairs:
                 for reply in (pair.chosen, pair.rejected):
                     messages = [*pair.prompt, {"role": "assistant", "content": reply}]
@@ -149,6 +149,7 @@ def _walk_stages(
 ) -> list[Variant]:
     from .train.dpo import run_dpo
     from .train.pretrain_stage import run_pretrain
+    from .train.reward_model import run_reward_model
     from .train.sft import run_sft
 
     base = base_variant(recipe, log)
@@ -156,9 +157,11 @@ def _walk_stages(
     input_path, parent_fp = base.model_path, base.fingerprint
     data_fp = _data_fingerprint(recipe) if recipe.stages else []
     for i, stage in enumerate(recipe.stages):
-        is_last = i == len(recipe.stages) - 1
-        # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged.
-        stage = stage.model_copy(update={"merge": stage.merge or (stage.finetuning == "lora" and not is_last)})
+        # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged. A
+        # reward model is no chat model: nothing continues from it, and it continues from its input.
+        followed = any(s.type != "rm" for s in recipe.stages[i + 1 :])
+        if stage.type != "rm":
+            stage = stage.model_copy(update={"merge": stage.merge or (stage.finetuning == "lora" and followed)})
         stage_dir = recipe.out_dir / stage.name
         inputs = {
             "model_path": input_path,
@@ -167,7 +170,7 @@ def _walk_stages(
             "seed": recipe.seed,
             "data": data_fp,
         }
-        if stage.type == "dpo":  # its own data: the pair files' contents
+        if stage.type in ("dpo", "rm"):  # its own data: the pair files' contents
             files = [*stage.pairs, *([stage.heldout] if stage.heldout else [])]
             inputs["pairs"] = [file_sha256(recipe.resolve(f)) for f in files]
         fp = json_sha256(inputs)
@@ -187,12 +190,16 @@ def _walk_stages(
                 trained = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, sources)
             elif stage.type == "dpo":
                 trained = run_dpo(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, log)
+            elif stage.type == "rm":
+                trained = run_reward_model(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, log)
             else:
                 trained = run_pretrain(recipe, stage, input_path, stage_dir, show_progress, log)
             result = {"artifact": trained.artifact, "metrics": trained.metrics}
             if is_main_process():
                 complete_stage(stage_dir, fp, inputs, result)
         artifact = stage_dir / result["artifact"]
+        if stage.type == "rm":
+            continue
         if result["artifact"] == "adapter":
             variants.append(Variant(stage.name, input_path, str(artifact), fp))
             next_input = str(stage_dir / "merged")

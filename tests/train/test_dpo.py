@@ -118,3 +118,51 @@ def test_kl_ceiling_stops_the_run_and_keeps_the_weights(tmp_path, tiny_model_dir
     assert event["action"] == "stop" and event["step"] == metrics["steps"] <= 2
     assert metrics["kl"]["measured"][-1]["kl_per_token"] > 1e-6
     assert (tmp_path / "run" / "dpo" / "model" / "config.json").is_file()
+
+
+def _rm_project(tmp_path: Path, model: Path, rows: list[dict]) -> Path:
+    _write(tmp_path / "pairs.jsonl", rows)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"""
+name: rm
+model: {model}
+run_dir: {tmp_path / "run"}
+stages:
+  - type: rm
+    pairs: [pairs.jsonl]
+    heldout_fraction: 0.25
+    epochs: 4
+    batch_size: 4
+    learning_rate: 3.0e-3
+    precision: fp32
+    finetuning: full
+""")
+    return path
+
+
+def _train_rm(path: Path) -> dict:
+    from domainsmith.pipeline import train_recipe
+    from domainsmith.recipe import load_recipe
+
+    recipe = load_recipe(path)
+    variants = train_recipe(recipe, log=lambda m: None, show_progress=False)
+    assert [v.name for v in variants] == ["base"]  # a reward model is not a chat variant
+    assert (recipe.out_dir / "rm" / "model" / "config.json").is_file()
+    return json.loads((recipe.out_dir / "rm" / "manifest.json").read_text())["result"]["metrics"]
+
+
+def test_reward_model_learns_the_preference_without_a_length_alarm(tmp_path, tiny_model_dir):
+    # Same length, opposite words: only the content tells chosen from rejected.
+    rows = [{"instruction": f"Is item {i} safe?", "chosen": f"Item {i} is safe.", "rejected": f"Item {i} is toxic."}
+            for i in range(32)]  # fmt: skip
+    metrics = _train_rm(_rm_project(tmp_path, tiny_model_dir, rows))
+    assert metrics["heldout_after"]["accuracy"] >= 0.9 and metrics["train_loss"] == metrics["train_loss"]
+    assert not metrics["length_alarm"]["fired"]
+
+
+def test_length_alarm_fires_on_a_length_biased_reward(tmp_path, tiny_model_dir):
+    # The chosen reply is always the longer one: the reward model learns length, and the alarm must say so.
+    rows = [{"instruction": f"Describe item {i}.", "chosen": f"Item {i} is " + "very " * (3 + i % 5) + "good.",
+             "rejected": f"Item {i} is good."} for i in range(32)]  # fmt: skip
+    metrics = _train_rm(_rm_project(tmp_path, tiny_model_dir, rows))
+    assert metrics["heldout_after"]["reward_length_correlation"] > 0.5 and metrics["length_alarm"]["fired"]

@@ -14,50 +14,24 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.preferences import PreferencePair, read_preferences
+from ..data.preferences import PreferencePair
 from ..errors import DataError
-from ..files import atomic_write_jsonl
 from ..precision import use_bf16
 from ..recipe import DPOStage, Recipe
 from .callbacks import JsonlLossLogger, RichProgress
 from .outputs import gathered_state_dict, save_stage_outputs
+from .preference_pairs import load_pairs, write_rejects
 
 
 @dataclass
 class DPOResult:
     artifact: str
     metrics: dict
-
-
-def load_pairs(recipe: Recipe, stage: DPOStage, on_bad_record: str) -> tuple[list, list, list]:
-    """(training pairs, held-out pairs, rejects). Held-out prompts that also occur in training are dropped from
-    training (a pair must not be trained on and scored)."""
-    train, rejects = [], []
-    for path in stage.pairs:
-        read = read_preferences(recipe.resolve(path), on_bad_record)
-        train += read.pairs
-        rejects += read.rejects
-    if stage.heldout is not None:
-        read = read_preferences(recipe.resolve(stage.heldout), on_bad_record)
-        heldout, rejects = read.pairs, rejects + read.rejects
-    else:
-        order = list(range(len(train)))
-        random.Random(recipe.seed).shuffle(order)
-        n = max(1, round(len(train) * stage.heldout_fraction))
-        held = set(order[:n])
-        heldout = [p for i, p in enumerate(train) if i in held]
-        train = [p for i, p in enumerate(train) if i not in held]
-    held_prompts = {json.dumps(p.prompt, sort_keys=True) for p in heldout}
-    train = [p for p in train if json.dumps(p.prompt, sort_keys=True) not in held_prompts]
-    if not train:
-        raise DataError(recipe.resolve(stage.pairs[0]), "no training pairs are left after holding out pairs")
-    return train, heldout, rejects
 
 
 def _sequences(tokenizer, pairs: list[PreferencePair], reply: str, max_len: int) -> list[tuple[list[int], int]]:
@@ -181,10 +155,7 @@ def run_dpo(
     set_seed(recipe.seed)
     stage_dir.mkdir(parents=True, exist_ok=True)
     train_pairs, heldout, rejects = load_pairs(recipe, stage, on_bad_record)
-    if rejects:
-        atomic_write_jsonl(stage_dir / "rejects.jsonl",
-                           [{"source": r.source, "line": r.line, "reason": r.reason, "record": r.record}
-                            for r in rejects])  # fmt: skip
+    write_rejects(stage_dir, rejects)
     tokenizer = load_tokenizer(model_path)
     bf16 = use_bf16(stage.precision)
     model = load_causal_lm(model_path, trainable=True)

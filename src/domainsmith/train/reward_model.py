@@ -1,0 +1,189 @@
+"""An `rm` stage: a reward model on preference pairs (TRL's RewardTrainer), with a length-hacking alarm.
+
+The model is the stage's input model with a scalar head (AutoModelForSequenceClassification, one label), trained
+so that reward(prompt + chosen) > reward(prompt + rejected). On the held-out pairs it reports pairwise accuracy
+before and after, and the correlation of the reward with the reply's length over every held-out reply: a reward
+model that mostly measures length invites a policy to grow its answers instead of improving them (reward
+hacking), so a |correlation| above `length_alarm` is flagged in the metrics and the log.
+Output: <stage>/model, a full sequence-classification model (LoRA is merged), ready to score or to serve as a
+reward for RL.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.preferences import PreferencePair
+from ..precision import use_bf16
+from ..recipe import Recipe, RewardModelStage
+from .callbacks import JsonlLossLogger, RichProgress
+from .preference_pairs import load_pairs, write_rejects
+
+
+@dataclass
+class RewardModelResult:
+    artifact: str
+    metrics: dict
+
+
+def reward_scores(model, tokenizer, texts_ids: list[list[int]], bf16: bool, batch_size: int = 8) -> list[float]:
+    """The scalar reward of each token sequence (right-padded batches; the head reads the last real token)."""
+    import torch
+
+    from ..evaluate.token_scoring import eval_mode, model_device, pad_token_id
+    from ..infer.generation import autocast_bf16
+
+    pad = pad_token_id(tokenizer)
+    out: list[float] = []
+    device = model_device(model)
+    with eval_mode(model), torch.inference_mode(), autocast_bf16(bf16):
+        for start in range(0, len(texts_ids), batch_size):
+            rows = texts_ids[start : start + batch_size]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, r in enumerate(rows):
+                ids[i, : len(r)] = torch.tensor(r)
+                mask[i, : len(r)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out += logits.float().squeeze(-1).cpu().tolist()
+    return out
+
+
+def _pearson(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else 0.0
+
+
+def score_pairs(model, tokenizer, pairs: list[PreferencePair], max_len: int, bf16: bool) -> dict:
+    """Held-out pairwise accuracy, mean margin, and the reward-length correlation over every reply."""
+    from ..data.chat_format import conversation_ids
+
+    def ids(pair: PreferencePair, reply: str) -> list[int]:
+        return conversation_ids(tokenizer, [*pair.prompt, {"role": "assistant", "content": reply}])[-max_len:]
+
+    chosen = reward_scores(model, tokenizer, [ids(p, p.chosen) for p in pairs], bf16)
+    rejected = reward_scores(model, tokenizer, [ids(p, p.rejected) for p in pairs], bf16)
+    lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for p in pairs for r in (p.chosen, p.rejected)]
+    rewards = [r for pair in zip(chosen, rejected, strict=True) for r in pair]
+    return {
+        "pairs": len(pairs),
+        "accuracy": sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs),
+        "margin": sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(pairs),
+        "reward_length_correlation": _pearson(rewards, [float(n) for n in lengths]),
+    }
+
+
+def run_reward_model(
+    recipe: Recipe,
+    stage: RewardModelStage,
+    model_path: str,
+    stage_dir: Path,
+    on_bad_record: str = "fail",
+    show_progress: bool = True,
+    log=print,
+) -> RewardModelResult:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from trl import RewardConfig, RewardTrainer
+
+    from ..files import replace_dir
+    from ..model_loading import load_tokenizer
+    from .finetuning import count_parameters, lora_config
+    from .sft import _drop_logged_steps_after, _last_checkpoint
+
+    set_seed(recipe.seed)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    train_pairs, heldout, rejects = load_pairs(recipe, stage, on_bad_record)
+    write_rejects(stage_dir, rejects)
+    tokenizer = load_tokenizer(model_path)
+    bf16 = use_bf16(stage.precision)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    peft_config = None
+    if stage.finetuning == "lora":
+        # SEQ_CLS makes PEFT train the new score head in full next to the adapters.
+        peft_config = lora_config(model, stage.lora, task_type="SEQ_CLS")
+    before = score_pairs(model, tokenizer, heldout, stage.max_seq_len, bf16)
+
+    ckpt_dir = stage_dir / "checkpoints"
+    args = RewardConfig(
+        output_dir=str(ckpt_dir),
+        use_cpu=not torch.cuda.is_available(),
+        bf16=bf16,
+        num_train_epochs=stage.epochs,
+        per_device_train_batch_size=stage.batch_size,
+        gradient_accumulation_steps=stage.grad_accum,
+        learning_rate=stage.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=stage.warmup_ratio,
+        max_grad_norm=stage.max_grad_norm,
+        max_length=stage.max_seq_len,
+        activation_checkpointing=False,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=stage.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        disable_tqdm=True,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+    )
+    callbacks = [JsonlLossLogger(stage_dir / "loss.jsonl")]
+    if show_progress:
+        callbacks.append(RichProgress(f"rm:{stage.name}"))
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([p.as_trl() for p in train_pairs]),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    resume = _last_checkpoint(ckpt_dir)
+    if resume is not None:
+        _drop_logged_steps_after(stage_dir / "loss.jsonl", int(Path(resume).name.rsplit("-", 1)[-1]))
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - started
+
+    trained = trainer.model
+    after = score_pairs(trained, tokenizer, heldout, stage.max_seq_len, bf16)
+    alarm = abs(after["reward_length_correlation"]) > stage.length_alarm
+    log(f"stage '{stage.name}': held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}; "
+        f"reward-length correlation {after['reward_length_correlation']:+.2f}"
+        + (f" [length-hacking alarm: above {stage.length_alarm}]" if alarm else ""))  # fmt: skip
+    if trainer.is_world_process_zero():
+        full = trained.merge_and_unload() if peft_config is not None else trained
+        tmp = stage_dir / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        full.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, stage_dir / "model")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    metrics = {
+        "finetuning": stage.finetuning,
+        "precision": "bf16" if bf16 else "fp32",
+        "parameters": count_parameters(trained),
+        "pairs": {"train": len(train_pairs), "heldout": len(heldout), "rejected": len(rejects)},
+        "heldout_before": before,
+        "heldout_after": after,
+        "length_alarm": {"threshold": stage.length_alarm, "fired": alarm},
+        "train_loss": output.training_loss,
+        "steps": output.global_step,
+        "resumed_from": resume,
+        "train_seconds": round(train_seconds, 1),
+    }
+    return RewardModelResult("model", metrics)
