@@ -223,6 +223,13 @@ def build_full_run(run: Path) -> Path:
                 "kl": {"measured": [{"step": 10, "kl_per_token": 0.02}], "ceiling": 0.5, "event": None},
                 "steps": 63,
             },
+            "rm": {
+                "finetuning": "lora",
+                "pairs": {"train": 250, "heldout": 250, "rejected": 0},
+                "heldout_before": {"accuracy": 0.5},
+                "heldout_after": {"accuracy": 0.96, "reward_length_correlation": 0.12},
+                "length_alarm": {"threshold": 0.5, "fired": False},
+            },
         },
     }
     (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")

@@ -42,6 +42,7 @@ def test_full_run_every_section_has_content(full_report):
     assert "75.0%" in sections["mix"] and "domainsmith_local_mc" in sections["suites"]
     assert "0.4" in sections["mixture_search"]
     assert "93.0%" in sections["preference"] and "40.0% -&gt; 90.0%" in sections["preference"]
+    assert "50.0% -&gt; 96.0%" in sections["preference"]  # the reward model's pairwise accuracy
     assert "5.4 min" in sections["strategies"]  # the sft row's train_seconds
     # The half-written last line of loss.jsonl is skipped and reported, not fatal.
     assert any("unreadable line" in w for w in result.warnings)

@@ -163,8 +163,10 @@ SPECS = [
     Spec(
         "preference",
         "Preference training",
-        "No preference stage (dpo) was trained in this run.",
-        join(["Add a stage with ", code("type: dpo"), " and preference pairs to the recipe."]),
+        "No preference stage (dpo, rm) was trained in this run.",
+        join(
+            ["Add a stage with ", code("type: dpo"), " or ", code("type: rm"), " and preference pairs to the recipe."]
+        ),
     ),
 ]
 

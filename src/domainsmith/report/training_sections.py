@@ -243,9 +243,39 @@ def preference(data: RunData) -> Built:
                 f"{event.get('action')} at step {event.get('step')}" if event else fmt.DASH,
             ]
         )
-    if not rows:
+    rm_rows = []
+    for stage, m in data.stages.items():
+        if "length_alarm" not in m:
+            continue
+        before, after, alarm = _dict(m.get("heldout_before")), _dict(m.get("heldout_after")), _dict(m["length_alarm"])
+        rm_rows.append(
+            [
+                stage,
+                fmt.integer(num(_dict(m.get("pairs")).get("heldout"))),
+                " -> ".join(fmt.percent(num(d.get("accuracy"))) for d in (before, after)),
+                fmt.plain(num(after.get("reward_length_correlation"))),
+                "fired" if alarm.get("fired") else f"no (threshold {fmt.plain(num(alarm.get('threshold')))})",
+            ]
+        )
+    if not rows and not rm_rows:
         return None
-    parts: list[object] = [
+    parts: list[object] = []
+    if rm_rows:
+        parts += [
+            para(
+                "Reward models: pairwise accuracy on held-out pairs (chosen scored above rejected) before and after "
+                "training, and the correlation of the reward with the reply's length over every held-out reply (a "
+                "reward that mostly measures length invites length hacking)."
+            ),
+            table(
+                ["stage", "held-out pairs", "pairwise accuracy", "reward-length correlation", "length alarm"],
+                rm_rows,
+                text_cols=1,
+            ),  # fmt: skip
+        ]
+    if not rows:
+        return join(parts), []
+    parts += [
         para(
             "Held-out pairs scored before and after: the implicit reward (how much more the trained model prefers "
             "the chosen reply than its reference does) and the plain log-likelihood preference. KL is the mean "
