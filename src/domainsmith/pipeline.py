@@ -159,7 +159,7 @@ def _walk_stages(
     for i, stage in enumerate(recipe.stages):
         # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged. A
         # reward model is no chat model: nothing continues from it, and it continues from its input.
-        followed = any(s.type != "rm" for s in recipe.stages[i + 1 :])
+        followed = i < len(recipe.stages) - 1
         if stage.type != "rm":
             stage = stage.model_copy(update={"merge": stage.merge or (stage.finetuning == "lora" and followed)})
         stage_dir = recipe.out_dir / stage.name
