@@ -371,54 +371,48 @@ class KLGuardSettings(_Strict):
     every: int = Field(10, gt=0, description="measure every N optimizer steps")
 
 
-class RewardModelStage(_Strict):
-    """A reward model on {prompt, chosen, rejected} pairs (TRL's RewardTrainer): the stage's input model with a
-    scalar head, trained so the chosen reply scores higher. It is not a chat model: later stages continue from the
-    stage's input, and eval does not score it. Written to <run_dir>/<name>/model (merged when LoRA)."""
+class _PreferenceStage(_Strict):
+    """What rm and dpo stages share: pair files, the held-out split, and the Trainer settings."""
 
-    type: Literal["rm"]
-    name: str = Field("rm", description="stage name; its outputs go to <run_dir>/<name>/")
     pairs: list[Path] = Field(min_length=1, description="preference files: alpaca, sharegpt or prompt/chosen/rejected")
     heldout: Path | None = Field(None, description="held-out pairs; default: heldout_fraction of `pairs`")
     heldout_fraction: float = Field(0.1, gt=0, lt=1)
     finetuning: Literal["lora", "full"] = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     batch_size: int = Field(4, gt=0, description="pairs per device per step")
     grad_accum: int = Field(1, gt=0)
-    max_seq_len: int = Field(512, gt=8, description="prompt + reply tokens; longer pairs are left out (TRL)")
+    max_seq_len: int = Field(512, gt=8, description="prompt + reply tokens")
     max_grad_norm: float = Field(1.0, gt=0)
     save_steps: int = Field(100, gt=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+
+class RewardModelStage(_PreferenceStage):
+    """A reward model on {prompt, chosen, rejected} pairs (TRL's RewardTrainer): the stage's input model with a
+    scalar head, trained so the chosen reply scores higher. It is not a chat model: later stages continue from the
+    stage's input, and eval does not score it. Written to <run_dir>/<name>/model (merged when LoRA). Pairs longer
+    than max_seq_len are left out (TRL)."""
+
+    type: Literal["rm"]
+    name: str = Field("rm", description="stage name; its outputs go to <run_dir>/<name>/")
+    learning_rate: float = Field(1e-4, gt=0)
     length_alarm: float = Field(
         0.5, gt=0, le=1, description="|correlation| of reward with reply length (held out) that raises the alarm"
     )
 
 
-class DPOStage(_Strict):
+class DPOStage(_PreferenceStage):
     """Direct preference optimization on {prompt, chosen, rejected} pairs (TRL's DPOTrainer), LoRA or full. The
-    reference is the stage's input model (with LoRA: the same weights with the adapter off)."""
+    reference is the stage's input model (with LoRA: the same weights with the adapter off). Pairs longer than
+    max_seq_len are truncated (TRL)."""
 
     type: Literal["dpo"]
     name: str = Field("dpo", description="stage name; its outputs go to <run_dir>/<name>/")
-    pairs: list[Path] = Field(min_length=1, description="preference files: alpaca, sharegpt or prompt/chosen/rejected")
-    heldout: Path | None = Field(None, description="held-out pairs; default: heldout_fraction of `pairs`")
-    heldout_fraction: float = Field(0.1, gt=0, lt=1)
-    finetuning: Literal["lora", "full"] = "lora"
-    lora: LoraSettings = Field(default_factory=LoraSettings)
     loss_type: DPO_LOSSES = Field("sigmoid", description="sigmoid = DPO; ipo = IPO; hinge = SLiC; ... (TRL)")
     beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference")
-    epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    batch_size: int = Field(4, gt=0, description="pairs per device per step")
-    grad_accum: int = Field(1, gt=0)
-    max_seq_len: int = Field(512, gt=8, description="prompt + reply tokens; longer pairs are truncated")
-    max_grad_norm: float = Field(1.0, gt=0)
-    save_steps: int = Field(100, gt=0)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
     merge: bool = Field(False, description="also write a merged full model (LoRA only)")
     kl: KLGuardSettings = Field(default_factory=KLGuardSettings)
 

@@ -144,21 +144,28 @@ def parse_record(rec: object, fmt: InstructionFormat) -> list[dict[str, str]]:
     return messages
 
 
-def read_instructions(path: Path, fmt: InstructionFormat = "auto", on_bad_record: OnBadRecord = "fail") -> ReadResult:
-    """Read every record of an instruction file. Strict by default: the first bad record raises DataError."""
-    result = ReadResult()
+def parse_records(path: Path, parse, on_bad_record: OnBadRecord) -> tuple[list[tuple[object, int]], list[Reject]]:
+    """(parse(value), line) of every record of a JSON/JSONL file, and the rejects. `parse` raises _Malformed with
+    the reason; strict by default: the first bad record raises DataError with file and line."""
+    parsed, rejects = [], []
     for item in iter_json_records(path):
         if isinstance(item, BadRecord):
             reason, value = item.reason, item.text
         else:
             try:
-                result.conversations.append(Conversation(parse_record(item.value, fmt), str(path), item.line))
+                parsed.append((parse(item.value), item.line))
                 continue
             except _Malformed as exc:
                 reason, value = str(exc), item.value
         if on_bad_record == "fail":
             raise DataError(path, f"{reason} (use --on-bad-record skip to skip such records)", item.line)
-        result.rejects.append(Reject(str(path), item.line, reason, value))
-    if not result.conversations:
+        rejects.append(Reject(str(path), item.line, reason, value))
+    return parsed, rejects
+
+
+def read_instructions(path: Path, fmt: InstructionFormat = "auto", on_bad_record: OnBadRecord = "fail") -> ReadResult:
+    """Read every record of an instruction file. Strict by default: the first bad record raises DataError."""
+    parsed, rejects = parse_records(path, lambda value: parse_record(value, fmt), on_bad_record)
+    if not parsed:
         raise DataError(path, "no usable records in file")
-    return result
+    return ReadResult([Conversation(messages, str(path), line) for messages, line in parsed], rejects)

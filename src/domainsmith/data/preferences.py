@@ -22,8 +22,8 @@ from .instructions import (
     _Malformed,
     _req_str,
     _turns,
+    parse_records,
 )
-from .json_records import BadRecord, iter_json_records
 
 
 @dataclass
@@ -104,19 +104,7 @@ def parse_pair(rec: object) -> tuple[list[dict[str, str]], str, str]:
 
 def read_preferences(path: Path, on_bad_record: OnBadRecord = "fail") -> PreferenceRead:
     """Every pair of a preference file. Strict by default: the first bad record raises DataError."""
-    result = PreferenceRead()
-    for item in iter_json_records(path):
-        if isinstance(item, BadRecord):
-            reason, value = item.reason, item.text
-        else:
-            try:
-                result.pairs.append(PreferencePair(*parse_pair(item.value), str(path), item.line))
-                continue
-            except _Malformed as exc:
-                reason, value = str(exc), item.value
-        if on_bad_record == "fail":
-            raise DataError(path, f"{reason} (use --on-bad-record skip to skip such records)", item.line)
-        result.rejects.append(Reject(str(path), item.line, reason, value))
-    if not result.pairs:
+    parsed, rejects = parse_records(path, parse_pair, on_bad_record)
+    if not parsed:
         raise DataError(path, "no usable preference pairs in file")
-    return result
+    return PreferenceRead([PreferencePair(*pair, str(path), line) for pair, line in parsed], rejects)

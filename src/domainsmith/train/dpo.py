@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,8 @@ from ..data.preferences import PreferencePair
 from ..errors import DataError
 from ..precision import use_bf16
 from ..recipe import DPOStage, Recipe
-from .callbacks import JsonlLossLogger, RichProgress
 from .outputs import gathered_state_dict, save_stage_outputs
-from .preference_pairs import load_pairs, write_rejects
+from .preference_pairs import load_pairs, stage_callbacks, train_resuming, trainer_settings, write_rejects
 
 
 @dataclass
@@ -143,14 +141,12 @@ def run_dpo(
     show_progress: bool = True,
     log=print,
 ) -> DPOResult:
-    import torch
     from datasets import Dataset
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
     from ..model_loading import load_causal_lm, load_tokenizer
     from .finetuning import count_parameters, lora_config
-    from .sft import _drop_logged_steps_after, _last_checkpoint
 
     set_seed(recipe.seed)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -173,35 +169,13 @@ def run_dpo(
 
     ckpt_dir = stage_dir / "checkpoints"
     args = DPOConfig(
-        output_dir=str(ckpt_dir),
-        use_cpu=not torch.cuda.is_available(),
-        bf16=bf16,
-        num_train_epochs=stage.epochs,
-        per_device_train_batch_size=stage.batch_size,
+        **trainer_settings(recipe, stage, ckpt_dir, bf16),
         per_device_eval_batch_size=stage.batch_size,
-        gradient_accumulation_steps=stage.grad_accum,
-        learning_rate=stage.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=stage.warmup_ratio,
-        max_grad_norm=stage.max_grad_norm,
         beta=stage.beta,
         loss_type=stage.loss_type,
-        max_length=stage.max_seq_len,
-        activation_checkpointing=False,  # TRL turns it on by default; these models are small enough
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=stage.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        disable_tqdm=True,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
     )
     kl_sequences = _sequences(tokenizer, heldout, "chosen", stage.max_seq_len)
     kl_guard = _KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log)
-    callbacks = [JsonlLossLogger(stage_dir / "loss.jsonl"), kl_guard]
-    if show_progress:
-        callbacks.append(RichProgress(f"dpo:{stage.name}"))
     trainer = DPOTrainer(
         model=model,
         ref_model=reference,
@@ -209,20 +183,10 @@ def run_dpo(
         train_dataset=Dataset.from_list([p.as_trl() for p in train_pairs]),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=callbacks,
+        callbacks=[*stage_callbacks(stage_dir, f"dpo:{stage.name}", show_progress), kl_guard],
     )
     kl_guard.trainer = trainer
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    resume = _last_checkpoint(ckpt_dir)
-    if resume is not None:
-        step = int(Path(resume).name.rsplit("-", 1)[-1])
-        _drop_logged_steps_after(stage_dir / "loss.jsonl", step)
-        _drop_logged_steps_after(stage_dir / "kl.jsonl", step)
-    started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.time() - started
+    output, resume, train_seconds = train_resuming(trainer, stage_dir, ckpt_dir, ("loss.jsonl", "kl.jsonl"))
 
     policy = trainer.model
     after = preference_scores(policy, tokenizer, heldout, stage.max_seq_len, bf16, reference=trainer.ref_model)

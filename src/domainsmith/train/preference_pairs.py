@@ -1,4 +1,5 @@
-"""Preference pairs for a stage (dpo, rm): its pair files read, a held-out set split off, rejects written."""
+"""What the preference stages (rm, dpo) share: their pairs read and split into training and held-out sets, rejects
+written, and the TRL trainer set up and run (settings, callbacks, resume)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,56 @@ def write_rejects(stage_dir: Path, rejects: list) -> None:
     if rejects:
         rows = [{"source": r.source, "line": r.line, "reason": r.reason, "record": r.record} for r in rejects]
         atomic_write_jsonl(stage_dir / "rejects.jsonl", rows)
+
+
+def trainer_settings(recipe: Recipe, stage, ckpt_dir: Path, bf16: bool) -> dict:
+    """TrainingArguments fields an rm or dpo stage sets the same way (TRL's configs take them all)."""
+    import torch
+
+    return {
+        "output_dir": str(ckpt_dir),
+        "use_cpu": not torch.cuda.is_available(),
+        "bf16": bf16,  # TRL's configs default to bf16 even on CPU: always say
+        "num_train_epochs": stage.epochs,
+        "per_device_train_batch_size": stage.batch_size,
+        "gradient_accumulation_steps": stage.grad_accum,
+        "learning_rate": stage.learning_rate,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": stage.warmup_ratio,
+        "max_grad_norm": stage.max_grad_norm,
+        "max_length": stage.max_seq_len,
+        "activation_checkpointing": False,  # TRL turns it on by default
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": stage.save_steps,
+        "save_total_limit": 2,
+        "report_to": [],
+        "disable_tqdm": True,
+        "seed": recipe.seed,
+        "data_seed": recipe.seed,
+    }
+
+
+def stage_callbacks(stage_dir: Path, label: str, show_progress: bool) -> list:
+    from .callbacks import JsonlLossLogger, RichProgress
+
+    return [JsonlLossLogger(stage_dir / "loss.jsonl")] + ([RichProgress(label)] if show_progress else [])
+
+
+def train_resuming(trainer, stage_dir: Path, ckpt_dir: Path, logs: tuple[str, ...] = ("loss.jsonl",)):
+    """Train from the last checkpoint if one exists (rows logged after it are dropped: they are trained again);
+    return (TrainOutput, the checkpoint resumed from or None, seconds)."""
+    import time
+
+    from transformers.trainer_callback import PrinterCallback
+
+    from .sft import _drop_logged_steps_after, _last_checkpoint
+
+    trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; loss.jsonl and the progress bar replace it
+    resume = _last_checkpoint(ckpt_dir)
+    if resume is not None:
+        for name in logs:
+            _drop_logged_steps_after(stage_dir / name, int(Path(resume).name.rsplit("-", 1)[-1]))
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=resume)
+    return output, resume, time.time() - started

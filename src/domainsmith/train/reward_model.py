@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.preferences import PreferencePair
 from ..precision import use_bf16
 from ..recipe import Recipe, RewardModelStage
-from .callbacks import JsonlLossLogger, RichProgress
-from .preference_pairs import load_pairs, write_rejects
+from .preference_pairs import load_pairs, stage_callbacks, train_resuming, trainer_settings, write_rejects
 
 
 @dataclass
@@ -99,7 +97,6 @@ def run_reward_model(
     from ..files import replace_dir
     from ..model_loading import load_tokenizer
     from .finetuning import count_parameters, lora_config
-    from .sft import _drop_logged_steps_after, _last_checkpoint
 
     set_seed(recipe.seed)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -116,48 +113,15 @@ def run_reward_model(
     before = score_pairs(model, tokenizer, heldout, stage.max_seq_len, bf16)
 
     ckpt_dir = stage_dir / "checkpoints"
-    args = RewardConfig(
-        output_dir=str(ckpt_dir),
-        use_cpu=not torch.cuda.is_available(),
-        bf16=bf16,
-        num_train_epochs=stage.epochs,
-        per_device_train_batch_size=stage.batch_size,
-        gradient_accumulation_steps=stage.grad_accum,
-        learning_rate=stage.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=stage.warmup_ratio,
-        max_grad_norm=stage.max_grad_norm,
-        max_length=stage.max_seq_len,
-        activation_checkpointing=False,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=stage.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        disable_tqdm=True,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-    )
-    callbacks = [JsonlLossLogger(stage_dir / "loss.jsonl")]
-    if show_progress:
-        callbacks.append(RichProgress(f"rm:{stage.name}"))
     trainer = RewardTrainer(
         model=model,
-        args=args,
+        args=RewardConfig(**trainer_settings(recipe, stage, ckpt_dir, bf16)),
         train_dataset=Dataset.from_list([p.as_trl() for p in train_pairs]),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=callbacks,
+        callbacks=stage_callbacks(stage_dir, f"rm:{stage.name}", show_progress),
     )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    resume = _last_checkpoint(ckpt_dir)
-    if resume is not None:
-        _drop_logged_steps_after(stage_dir / "loss.jsonl", int(Path(resume).name.rsplit("-", 1)[-1]))
-    started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.time() - started
+    output, resume, train_seconds = train_resuming(trainer, stage_dir, ckpt_dir)
 
     trained = trainer.model
     after = score_pairs(trained, tokenizer, heldout, stage.max_seq_len, bf16)
