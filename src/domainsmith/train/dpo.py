@@ -23,7 +23,7 @@ from ..errors import DataError
 from ..precision import use_bf16
 from ..recipe import DPOStage, Recipe
 from .outputs import gathered_state_dict, save_stage_outputs
-from .preference_pairs import load_pairs, stage_callbacks, train_resuming, trainer_settings, write_rejects
+from .preference_pairs import stage_callbacks, stage_pairs, train_resuming, trainer_settings
 
 
 @dataclass
@@ -142,16 +142,12 @@ def run_dpo(
     log=print,
 ) -> DPOResult:
     from datasets import Dataset
-    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
     from ..model_loading import load_causal_lm, load_tokenizer
     from .finetuning import count_parameters, lora_config
 
-    set_seed(recipe.seed)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    train_pairs, heldout, rejects = load_pairs(recipe, stage, on_bad_record)
-    write_rejects(stage_dir, rejects)
+    train_pairs, heldout, rejects = stage_pairs(recipe, stage, stage_dir, on_bad_record)
     tokenizer = load_tokenizer(model_path)
     bf16 = use_bf16(stage.precision)
     model = load_causal_lm(model_path, trainable=True)

@@ -95,3 +95,14 @@ def train_resuming(trainer, stage_dir: Path, ckpt_dir: Path, logs: tuple[str, ..
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume)
     return output, resume, time.time() - started
+
+
+def stage_pairs(recipe: Recipe, stage, stage_dir: Path, on_bad_record: str) -> tuple[list, list, list]:
+    """A preference stage's start: seeded, its dir made, its pairs loaded and split, rejects written."""
+    from transformers import set_seed
+
+    set_seed(recipe.seed)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    train, heldout, rejects = load_pairs(recipe, stage, on_bad_record)
+    write_rejects(stage_dir, rejects)
+    return train, heldout, rejects

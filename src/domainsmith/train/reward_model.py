@@ -19,7 +19,7 @@ from pathlib import Path
 from ..data.preferences import PreferencePair
 from ..precision import use_bf16
 from ..recipe import Recipe, RewardModelStage
-from .preference_pairs import load_pairs, stage_callbacks, train_resuming, trainer_settings, write_rejects
+from .preference_pairs import stage_callbacks, stage_pairs, train_resuming, trainer_settings
 
 
 @dataclass
@@ -91,17 +91,14 @@ def run_reward_model(
 ) -> RewardModelResult:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, set_seed
+    from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
     from ..files import replace_dir
     from ..model_loading import load_tokenizer
     from .finetuning import count_parameters, lora_config
 
-    set_seed(recipe.seed)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    train_pairs, heldout, rejects = load_pairs(recipe, stage, on_bad_record)
-    write_rejects(stage_dir, rejects)
+    train_pairs, heldout, rejects = stage_pairs(recipe, stage, stage_dir, on_bad_record)
     tokenizer = load_tokenizer(model_path)
     bf16 = use_bf16(stage.precision)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32)
