@@ -105,7 +105,10 @@ def prepare(
         from .mixsearch.apply import mix_from_search
 
         recipe = mix_from_search(recipe, mix_from)
-        log(f"mix from {mix_from}: domain {recipe.prepare.mix.domain:.1%}, general {recipe.prepare.mix.general:.1%}")
+        mix = recipe.prepare.mix
+        log(f"mix from {mix_from}: domain {mix.domain:.1%}, general {mix.general:.1%}. train and run prepare with "
+            f"the recipe's own mix: put `mix: {{domain: {mix.domain}, general: {mix.general}}}` under prepare: in "
+            "the recipe to train on this one")  # fmt: skip
     bar, update = _progress_bar(not json_out)
     if bar is not None:
         with bar:

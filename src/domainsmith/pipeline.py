@@ -180,6 +180,8 @@ def _walk_stages(
             result = state.manifest["result"]
         elif not train:
             log(f"stage '{stage.name}': not trained with the current recipe (run `domainsmith train`); skipped")
+            if stage.type == "rm":  # nothing continues from a reward model: later stages may still be current
+                continue
             break
         else:
             verb = "resuming" if state.status == "running" else "training"

@@ -358,7 +358,7 @@ class PretrainStage(_Strict):
         return self
 
 
-DPO_LOSSES = Literal["sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+DPO_LOSSES = Literal["sigmoid", "ipo", "hinge", "robust", "nca_pair", "bco_pair", "sppo_hard", "aot",
                      "apo_zero", "apo_down", "discopop", "sigmoid_norm"]  # fmt: skip
 
 
@@ -369,6 +369,7 @@ class KLGuardSettings(_Strict):
     ceiling: float | None = Field(None, gt=0, description="nats per token; none: measured and reported only")
     action: Literal["warn", "stop"] = Field("stop", description="at the ceiling: warn, or stop and keep the weights")
     every: int = Field(10, gt=0, description="measure every N optimizer steps")
+    max_sequences: int = Field(256, gt=0, description="held-out sequences measured (a seeded subset when more)")
 
 
 class _PreferenceStage(_Strict):
@@ -577,6 +578,7 @@ class MixSearchSettings(_Strict):
     def _ratios_are_shares(self) -> MixSearchSettings:
         if any(not 0 <= r <= 1 for r in self.ratios):
             raise ValueError(f"mix_search.ratios are domain shares in [0, 1], got {self.ratios}")
+        self.ratios = sorted({round(r, 3) for r in self.ratios})  # shares are cached per 0.001
         if len(set(self.ratios)) < 3:
             raise ValueError("mix_search.ratios needs at least 3 distinct shares to fit a curve")
         return self

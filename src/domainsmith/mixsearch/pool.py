@@ -65,14 +65,12 @@ def split_pool(recipe: Recipe, prepared_dir: Path, stats: dict, tokenizer, setti
     train: dict[str, list[str]] = {r: [] for r in ROLES}
     validation: dict[str, list[str]] = {r: list(given.get(r, [])) for r in ROLES}
     dropped = dict.fromkeys(ROLES, 0)
+    given_exact = {" ".join(t.split()) for texts in given.values() for t in texts}  # short texts have no 13-gram
     for role, text in prepared_documents(prepared_dir, tokenizer):
-        if role in given:
-            if grams.find_in_text(text) is not None:
-                dropped[role] += 1
-            else:
-                train[role].append(text)
-        elif _held_out(text, settings.heldout_fraction):
+        if role not in given and _held_out(text, settings.heldout_fraction):
             validation[role].append(text)
+        elif given and (" ".join(text.split()) in given_exact or grams.find_in_text(text) is not None):
+            dropped[role] += 1  # overlaps a given validation text, of either role
         else:
             train[role].append(text)
     for role in ROLES:

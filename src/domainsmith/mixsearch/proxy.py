@@ -68,9 +68,13 @@ def validation_losses(model, tokenizer, pool: Pool, max_length: int, bf16: bool)
 
 def start_losses(model_path: str, tokenizer, pool: Pool, stage: PretrainStage) -> dict[str, float]:
     """The start model's validation losses: the reference the tolerance is measured against."""
+    import torch
+
     from ..model_loading import load_causal_lm
 
     model = load_causal_lm(model_path)
+    if torch.cuda.is_available():  # where the proxy runs measure too
+        model.to("cuda")
     try:
         return validation_losses(model, tokenizer, pool, stage.max_seq_len, use_bf16(stage.precision))
     finally:
@@ -93,6 +97,7 @@ def run_proxy(
 ) -> None:
     """Train one share and measure it; the main process hands the point to `save` before every process moves on
     (so all of them can read it). The run dir keeps only checkpoints while training, and no trained weights."""
+    import torch
     from accelerate.utils import set_seed
 
     from ..model_loading import load_causal_lm
@@ -117,10 +122,12 @@ def run_proxy(
     started = time.time()
     model = prepare_trainable(load_causal_lm(model_path, trainable=True), stage, seed)
     model, run = train_packed(accelerator, model, packed, stage, run_dir, seed, show_progress, log)
+    # Every rank evaluates (the same documents): under ZeRO-3 or FSDP a forward needs every rank's shard, and
+    # under DDP the other ranks would otherwise wait at the barrier for the whole evaluation.
+    losses = validation_losses(model, tokenizer, pool, stage.max_seq_len, bf16)
     if accelerator.is_main_process:
         import json
 
-        losses = validation_losses(accelerator.unwrap_model(model), tokenizer, pool, stage.max_seq_len, bf16)
         point = {
             "ratio": ratio,
             **losses,
@@ -133,5 +140,9 @@ def run_proxy(
         remove_checkpoints(run_dir)
         shutil.rmtree(pack_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
-    del model
+    # The accelerator holds the model and optimizer until freed: the next share must not find them in memory.
+    accelerator.free_memory()
+    del model, accelerator
     gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

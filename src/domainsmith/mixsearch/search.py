@@ -90,6 +90,18 @@ def _fits_json(fits: dict) -> dict:
     }
 
 
+def _margin(fit_entry: dict, ratios: list[float]) -> float:
+    """How far a general-loss prediction may be off: the best law's mean leave-one-out error over the interior
+    shares (at the two ends a left-out point is an extrapolation, whose error says little about the shares the
+    recommendation picks from); over every share when there are too few interior ones."""
+    loo = fit_entry["fits"][fit_entry["best"]]["loo"]
+    if loo is None:
+        return 0.0
+    ends = {min(ratios), max(ratios)}
+    interior = [abs(e) for r, e in zip(ratios, loo["errors"], strict=True) if r not in ends]
+    return float(np.mean(interior)) if len(interior) >= 2 else loo["mean_abs_rel_error"]
+
+
 def _confirmation(point: dict, predict: dict, fits_without: dict | None) -> dict:
     """Measured against predicted at the recommended share. `fits_without`: when that share was already a grid
     point, the prediction comes from the fit that left it out (a fit on it would only echo it)."""
@@ -144,7 +156,8 @@ def mix_search(
     log(f"{len(set(settings.ratios))} shares x {budget:,} tokens each, stage settings from {origin}")
 
     with main_process_first():  # the start model is measured once, by rank 0; the others read its result
-        start = _cached(out / "start.json", json_sha256({k: base[k] for k in ("model", "pool")}),
+        measured_as = {k: base["stage"][k] for k in ("max_seq_len", "precision")}  # what the losses depend on
+        start = _cached(out / "start.json", json_sha256({"model": base["model"], "pool": base["pool"], **measured_as}),
                         lambda: start_losses(model_path, tokenizer, pool, stage))  # fmt: skip
     log(f"start model: general loss {start['general_loss']:.4f}, domain loss {start['domain_loss']:.4f}")
 
@@ -168,8 +181,7 @@ def mix_search(
     points = [measure(r) for r in sorted(set(settings.ratios))]
     fits = _fits(points, settings, recipe.seed)
     predict = {role: _predictor(fits[role], role) for role in ROLES}
-    general_loo = fits["general"]["fits"][fits["general"]["best"]]["loo"]
-    margin = general_loo["mean_abs_rel_error"] if general_loo else 0.0
+    margin = _margin(fits["general"], [p["ratio"] for p in points])
     rec = recommend(predict["general"], predict["domain"], start["general_loss"], settings.tolerance, margin)
     grid = np.linspace(0, 1, CURVE_POINTS)
     result = {
@@ -195,7 +207,9 @@ def mix_search(
         measured = next((p for p in points if abs(p["ratio"] - rec["ratio"]) < 5e-4), None)
         if measured is not None:
             without = [p for p in points if p is not measured]
-            result["confirmation"] = _confirmation(measured, predict, _fits(without, settings, recipe.seed))
+            # Refitting needs 3 other shares; with fewer, the full fit's prediction is all there is (labelled).
+            refit = _fits(without, settings, recipe.seed) if len(without) >= 3 else None
+            result["confirmation"] = _confirmation(measured, predict, refit)
         else:
             result["confirmation"] = _confirmation(measure(rec["ratio"]), predict, None)
     if not is_main_process():

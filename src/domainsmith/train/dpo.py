@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,8 @@ def run_dpo(
         loss_type=stage.loss_type,
     )
     kl_sequences = _sequences(tokenizer, heldout, "chosen", stage.max_seq_len)
+    if len(kl_sequences) > stage.kl.max_sequences:  # the same subset at every measure, and on resume
+        kl_sequences = random.Random(recipe.seed).sample(kl_sequences, stage.kl.max_sequences)
     kl_guard = _KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log)
     trainer = DPOTrainer(
         model=model,
@@ -183,6 +186,11 @@ def run_dpo(
     )
     kl_guard.trainer = trainer
     output, resume, train_seconds = train_resuming(trainer, stage_dir, ckpt_dir, ("loss.jsonl", "kl.jsonl"))
+    # After a resume, kl.jsonl holds the measures of every session (the callback only saw this one's).
+    kl_rows = [json.loads(line) for line in (stage_dir / "kl.jsonl").read_text().splitlines()] if resume else None
+    if kl_rows is not None:
+        kl_guard.rows = kl_rows
+        kl_guard.fired = kl_guard.fired or next((r["event"] for r in kl_rows if "event" in r), None)
 
     policy = trainer.model
     after = preference_scores(policy, tokenizer, heldout, stage.max_seq_len, bf16, reference=trainer.ref_model)

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.preferences import PreferencePair
+from ..errors import DomainsmithError
 from ..precision import use_bf16
 from ..recipe import Recipe, RewardModelStage
+from .outputs import gathered_state_dict
 from .preference_pairs import stage_callbacks, stage_pairs, train_resuming, trainer_settings
 
 
@@ -126,18 +128,25 @@ def run_reward_model(
     log(f"stage '{stage.name}': held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}; "
         f"reward-length correlation {after['reward_length_correlation']:+.2f}"
         + (f" [length-hacking alarm: above {stage.length_alarm}]" if alarm else ""))  # fmt: skip
+    params = count_parameters(trained)  # before merging, which folds the adapters away
+    state_dict = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)
+    if state_dict is not None and peft_config is not None:
+        raise DomainsmithError(
+            f"stage '{stage.name}': a LoRA reward model is saved merged, which needs the whole model in one process; "
+            "train it under DDP (configs/accelerate/ddp.yaml) or with finetuning: full"
+        )
     if trainer.is_world_process_zero():
         full = trained.merge_and_unload() if peft_config is not None else trained
         tmp = stage_dir / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        full.save_pretrained(tmp)
+        full.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         replace_dir(tmp, stage_dir / "model")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     metrics = {
         "finetuning": stage.finetuning,
         "precision": "bf16" if bf16 else "fp32",
-        "parameters": count_parameters(trained),
+        "parameters": params,
         "pairs": {"train": len(train_pairs), "heldout": len(heldout), "rejected": len(rejects)},
         "heldout_before": before,
         "heldout_after": after,
