@@ -127,7 +127,7 @@ def run_reward_model(
     alarm = abs(after["reward_length_correlation"]) > stage.length_alarm
     log(f"stage '{stage.name}': held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}; "
         f"reward-length correlation {after['reward_length_correlation']:+.2f}"
-        + (f" [length-hacking alarm: above {stage.length_alarm}]" if alarm else ""))  # fmt: skip
+        + (f"; LENGTH-HACKING ALARM: above {stage.length_alarm}, the reward mostly measures length" if alarm else ""))  # fmt: skip
     params = count_parameters(trained)  # before merging, which folds the adapters away
     state_dict = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)
     if state_dict is not None and peft_config is not None:
