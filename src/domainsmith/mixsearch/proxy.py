@@ -115,8 +115,8 @@ def run_proxy(
 
         pack_dir.mkdir(parents=True, exist_ok=True)
         texts, mix = mixed_documents(pool, ratio, budget, seed)
+        atomic_write_json(mix_path, mix)  # before the pack, whose completion marks the share's data as ready
         pack_documents(texts, tokenizer, pack_dir, stage.max_seq_len, stage.packing)
-        atomic_write_json(mix_path, mix)
     accelerator.wait_for_everyone()
     packed = load_packed(pack_dir)
     started = time.time()

@@ -45,11 +45,8 @@ def _clear_stale(run_dir: Path, fingerprint: str) -> None:
     marker = run_dir / "inputs.fingerprint"
     if marker.is_file() and marker.read_text() == fingerprint:
         return
-    for name in ("packed", "checkpoints", "tensorboard"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-    for name in ("metrics.jsonl", "events.jsonl", "mix.json"):
-        (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # everything in it came from the old inputs
+    run_dir.mkdir(parents=True)
     marker.write_text(fingerprint)
 
 
@@ -153,7 +150,7 @@ def mix_search(
         log(f"pool: {role} {s['train_documents']:,} training documents ({s['train_tokens']:,} tokens), "
             f"{s['validation_documents']:,} validation ({s['validation']})")  # fmt: skip
     origin = settings.stage or ("the first cpt stage" if any(s.type == "cpt" for s in recipe.stages) else "defaults")
-    log(f"{len(set(settings.ratios))} shares x {budget:,} tokens each, stage settings from {origin}")
+    log(f"{len(settings.ratios)} shares x {budget:,} tokens each, stage settings from {origin}")
 
     with main_process_first():  # the start model is measured once, by rank 0; the others read its result
         measured_as = {k: base["stage"][k] for k in ("max_seq_len", "precision")}  # what the losses depend on
@@ -178,7 +175,7 @@ def mix_search(
                   lambda point: atomic_write_json(result_path, {**point, "fingerprint": fingerprint}))  # fmt: skip
         return _point(read_json(result_path))
 
-    points = [measure(r) for r in sorted(set(settings.ratios))]
+    points = [measure(r) for r in settings.ratios]  # sorted and distinct (MixSearchSettings)
     fits = _fits(points, settings, recipe.seed)
     predict = {role: _predictor(fits[role], role) for role in ROLES}
     margin = _margin(fits["general"], [p["ratio"] for p in points])

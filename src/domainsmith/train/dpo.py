@@ -19,6 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from ..data.preferences import PreferencePair
 from ..errors import DataError
 from ..precision import use_bf16
@@ -92,45 +94,38 @@ def _with_adapter_off(model, fn):
         return fn()
 
 
-class _KLGuard:
-    """A TrainerCallback measuring KL(reference || policy) on held-out sequences every N steps."""
+class _KLGuard(TrainerCallback):
+    """Measures KL(reference || policy) on held-out sequences every N steps; warns or stops at the ceiling."""
 
-    def __new__(cls, *args, **kwargs):
-        from transformers import TrainerCallback
+    def __init__(self, stage: DPOStage, tokenizer, sequences, bf16: bool, log_path: Path, log):
+        self.stage, self.tokenizer, self.sequences, self.bf16 = stage, tokenizer, sequences, bf16
+        self.log_path, self.log = log_path, log
+        self.trainer = None
+        self.rows: list[dict] = []
+        self.fired = None
 
-        # Built lazily so importing this module does not import transformers.
-        class KLGuard(TrainerCallback):
-            def __init__(self, stage: DPOStage, tokenizer, sequences, bf16: bool, log_path: Path, log):
-                self.stage, self.tokenizer, self.sequences, self.bf16 = stage, tokenizer, sequences, bf16
-                self.log_path, self.log = log_path, log
-                self.trainer = None
-                self.rows: list[dict] = []
-                self.fired = None
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.stage.kl.every and state.global_step != state.max_steps:
+            return
+        from ..evaluate.kl_divergence import mean_token_kl
 
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step % self.stage.kl.every and state.global_step != state.max_steps:
-                    return
-                from ..evaluate.kl_divergence import mean_token_kl
-
-                model = self.trainer.model
-                kl = mean_token_kl(model, self.tokenizer, self.sequences, base_model=self.trainer.ref_model,
-                                   bf16=self.bf16)["kl_per_token"]  # fmt: skip
-                row = {"step": state.global_step, "kl_per_token": kl}
-                ceiling = self.stage.kl.ceiling
-                if ceiling is not None and kl > ceiling and self.fired is None:
-                    self.fired = {**row, "ceiling": ceiling, "action": self.stage.kl.action}
-                    row["event"] = self.fired
-                    self.log(f"stage '{self.stage.name}': KL from the reference {kl:.4f} nats/token > ceiling "
-                             f"{ceiling} at step {state.global_step}"
-                             + ("; stopping" if self.stage.kl.action == "stop" else ""))  # fmt: skip
-                    if self.stage.kl.action == "stop":
-                        control.should_training_stop = True
-                self.rows.append(row)
-                if state.is_world_process_zero:
-                    with open(self.log_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(row) + "\n")
-
-        return KLGuard(*args, **kwargs)
+        model = self.trainer.model
+        kl = mean_token_kl(model, self.tokenizer, self.sequences, base_model=self.trainer.ref_model,
+                           bf16=self.bf16)["kl_per_token"]  # fmt: skip
+        row = {"step": state.global_step, "kl_per_token": kl}
+        ceiling = self.stage.kl.ceiling
+        if ceiling is not None and kl > ceiling and self.fired is None:
+            self.fired = {**row, "ceiling": ceiling, "action": self.stage.kl.action}
+            row["event"] = self.fired
+            self.log(f"stage '{self.stage.name}': KL from the reference {kl:.4f} nats/token > ceiling "
+                     f"{ceiling} at step {state.global_step}"
+                     + ("; stopping" if self.stage.kl.action == "stop" else ""))  # fmt: skip
+            if self.stage.kl.action == "stop":
+                control.should_training_stop = True
+        self.rows.append(row)
+        if state.is_world_process_zero:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 def run_dpo(

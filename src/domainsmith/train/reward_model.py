@@ -125,9 +125,11 @@ def run_reward_model(
     trained = trainer.model
     after = score_pairs(trained, tokenizer, heldout, stage.max_seq_len, bf16)
     alarm = abs(after["reward_length_correlation"]) > stage.length_alarm
-    log(f"stage '{stage.name}': held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}; "
-        f"reward-length correlation {after['reward_length_correlation']:+.2f}"
-        + (f"; LENGTH-HACKING ALARM: above {stage.length_alarm}, the reward mostly measures length" if alarm else ""))  # fmt: skip
+    warning = f"; LENGTH-HACKING ALARM: above {stage.length_alarm}, the reward mostly measures length"
+    log(
+        f"stage '{stage.name}': held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}; "
+        f"reward-length correlation {after['reward_length_correlation']:+.2f}" + (warning if alarm else "")
+    )
     params = count_parameters(trained)  # before merging, which folds the adapters away
     state_dict = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)
     if state_dict is not None and peft_config is not None:
