@@ -111,9 +111,11 @@ def check_no_leakage(
 
 
 def _preference_conversations(recipe: Recipe) -> list:
-    """Preference stages' training pairs as conversations (prompt + each reply), for the leakage check."""
+    """Preference and RL stages' training data as conversations (prompt + each reply, or prompt + gold answer),
+    for the leakage check."""
     from .data.instructions import Conversation
     from .data.preferences import read_preferences
+    from .data.verifiable import read_verifiable
 
     out = []
     for stage in recipe.stages:
@@ -122,7 +124,27 @@ def _preference_conversations(recipe: Recipe) -> list:
                 for reply in (pair.chosen, pair.rejected):
                     messages = [*pair.prompt, {"role": "assistant", "content": reply}]
                     out.append(Conversation(messages, pair.source, pair.line))
+        for path in stage.prompts if stage.type == "grpo" else []:
+            for item in read_verifiable(recipe.resolve(path), "skip").prompts:
+                messages = [*item.prompt, {"role": "assistant", "content": item.answers[0]}]
+                out.append(Conversation(messages, item.source, item.line))
     return out
+
+
+def _own_data_inputs(recipe: Recipe, stage, stage_fps: dict[str, str]) -> dict:
+    """What a preference or RL stage reads besides the recipe's data: its files' contents, and the fingerprints of
+    the rm stages it takes rewards from (a retrained reward model retrains the policy)."""
+    if stage.type in ("dpo", "rm"):
+        files = [*stage.pairs, *([stage.heldout] if stage.heldout else [])]
+        return {"pairs": [file_sha256(recipe.resolve(f)) for f in files]}
+    if stage.type != "grpo":
+        return {}
+    files = [*stage.prompts, *([stage.heldout] if stage.heldout else [])]
+    files += [Path(r.function.rsplit(":", 1)[0]) for r in stage.rewards if r.function]
+    return {
+        "prompts": [file_sha256(recipe.resolve(f)) for f in files],
+        "reward_models": {r.model: stage_fps.get(r.model) for r in stage.rewards if r.model},
+    }
 
 
 def train_recipe(
@@ -148,6 +170,7 @@ def _walk_stages(
     sources: LoadedSources | None = None,
 ) -> list[Variant]:
     from .train.dpo import run_dpo
+    from .train.grpo import run_grpo
     from .train.pretrain_stage import run_pretrain
     from .train.reward_model import run_reward_model
     from .train.sft import run_sft
@@ -156,6 +179,7 @@ def _walk_stages(
     variants = [base]
     input_path, parent_fp = base.model_path, base.fingerprint
     data_fp = _data_fingerprint(recipe) if recipe.stages else []
+    stage_fps: dict[str, str] = {}
     for i, stage in enumerate(recipe.stages):
         # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged. A
         # reward model is no chat model: nothing continues from it, and it continues from its input.
@@ -170,10 +194,9 @@ def _walk_stages(
             "seed": recipe.seed,
             "data": data_fp,
         }
-        if stage.type in ("dpo", "rm"):  # its own data: the pair files' contents
-            files = [*stage.pairs, *([stage.heldout] if stage.heldout else [])]
-            inputs["pairs"] = [file_sha256(recipe.resolve(f)) for f in files]
+        inputs.update(_own_data_inputs(recipe, stage, stage_fps))
         fp = json_sha256(inputs)
+        stage_fps[stage.name] = fp
         state = stage_state(stage_dir, fp)
         if state.status == "complete":
             log(f"stage '{stage.name}': up to date, reusing {stage_dir}")
@@ -192,6 +215,8 @@ def _walk_stages(
                 trained = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, sources)
             elif stage.type == "dpo":
                 trained = run_dpo(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, log)
+            elif stage.type == "grpo":
+                trained = run_grpo(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, log)
             elif stage.type == "rm":
                 trained = run_reward_model(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, log)
             else:

@@ -424,7 +424,99 @@ class DPOStage(_PreferenceStage):
         return self
 
 
-Stage = Annotated[Union[SFTStage, PretrainStage, DPOStage, RewardModelStage], Field(discriminator="type")]  # noqa: UP007
+class RewardSettings(_Strict):
+    """One reward of a grpo stage. Rule-based rewards score a completion against the prompt's gold answers (and
+    its aliases) with the QA suites' normalization: 1.0 or 0.0."""
+
+    kind: Literal["exact_match", "contains", "regex", "model", "function"] = Field(
+        description="exact_match: the whole completion is a gold answer | contains: a gold answer appears in it as "
+        "whole words | regex: `pattern` matches | model: a reward model's score | function: your own Python function"
+    )
+    weight: float = Field(1.0, description="this reward's weight in the sum the advantages are computed from")
+    pattern: str | None = Field(
+        None, description="regex (Python re.search); {answer} stands for a gold answer, matched literally"
+    )
+    model: str | None = Field(
+        None, description="an rm stage of this recipe (its name), or a reward model dir (sequence classification)"
+    )
+    function: str | None = Field(
+        None,
+        description="FILE.py:NAME, recipe-relative: called as NAME(completions=[str], answers=[[str]], "
+        "prompts=[[message]]) -> [float | None], one per completion",
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> RewardSettings:
+        needs = {"regex": "pattern", "model": "model", "function": "function"}
+        for kind, key in needs.items():
+            given = getattr(self, key) is not None
+            if given and self.kind != kind:
+                raise ValueError(f"reward '{self.kind}' takes no {key}: (that is for kind: {kind})")
+            if self.kind == kind and not given:
+                raise ValueError(f"reward kind: {kind} needs {key}:")
+        if self.function is not None and (":" not in self.function or not self.function.split(":")[0].endswith(".py")):
+            raise ValueError(f"reward function must be FILE.py:NAME, got {self.function!r}")
+        return self
+
+
+GRPO_LOSSES = Literal["grpo", "dapo", "dr_grpo", "bnpo"]
+
+
+class GRPOStage(_Strict):
+    """RL with verifiable rewards (TRL's GRPOTrainer): for each prompt the policy samples a group of completions,
+    each is scored by the rewards, and the policy is pushed towards the completions that beat their group's mean.
+    Prompts carry gold answers; held-out prompts are answered greedily before and after and scored like a QA
+    suite. With LoRA the reference is the input model with the adapter off."""
+
+    type: Literal["grpo"]
+    name: str = Field("grpo", description="stage name; its outputs go to <run_dir>/<name>/")
+    prompts: list[Path] = Field(
+        min_length=1,
+        description='prompts with gold answers: {"question", "answer", "aliases"?, "system"?}, {"prompt", '
+        '"answer"}, or alpaca / sharegpt / messages whose last assistant reply is the gold answer',
+    )
+    heldout: Path | None = Field(None, description="held-out prompts; default: heldout_fraction of `prompts`")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1)
+    system: str | None = Field(None, description="system prompt for prompts that have none")
+    match: Literal["contains", "exact"] = Field("contains", description="how held-out answers are scored")
+    rewards: list[RewardSettings] = Field(default_factory=lambda: [RewardSettings(kind="exact_match")], min_length=1)
+    drop_solved: bool = Field(
+        False,
+        description="answer every training prompt greedily first and train only on those the start model gets "
+        "wrong: a group whose samples all succeed has no advantage and teaches nothing, but costs a full step",
+    )
+    finetuning: Literal["lora", "full"] = "lora"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    num_generations: int = Field(8, ge=2, description="completions sampled per prompt (the group)")
+    batch_size: int = Field(2, gt=0, description="prompts per device per step (x num_generations completions)")
+    grad_accum: int = Field(1, gt=0)
+    max_completion_length: int = Field(128, gt=0, description="tokens per sampled completion")
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.04, ge=0, description="weight of the KL penalty to the reference (0: no reference)")
+    loss_type: GRPO_LOSSES = Field("dapo", description="grpo | dapo (token-level) | dr_grpo | bnpo (TRL)")
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-5, gt=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_seq_len: int = Field(512, gt=8, description="prompt + gold answer tokens for the KL measure")
+    save_steps: int = Field(50, gt=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    merge: bool = Field(False, description="also write a merged full model (LoRA only)")
+    kl: KLGuardSettings = Field(default_factory=KLGuardSettings)
+    length_alarm: float = Field(
+        0.5, gt=0, le=1, description="|correlation| of a reward with completion length that raises the alarm"
+    )
+
+    @model_validator(mode="after")
+    def _merge_needs_lora(self) -> GRPOStage:
+        if self.merge and self.finetuning != "lora":
+            raise ValueError("merge: true is for LoRA adapters")
+        return self
+
+
+Stage = Annotated[
+    Union[SFTStage, PretrainStage, DPOStage, RewardModelStage, GRPOStage], Field(discriminator="type")  # noqa: UP007
+]
 
 
 class JudgeSettings(_Strict):
@@ -636,6 +728,19 @@ class Recipe(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _reward_models_come_first(self) -> Recipe:
+        """A grpo reward naming a stage of this recipe must name an rm stage that trains before it."""
+        for i, stage in enumerate(self.stages):
+            for reward in stage.rewards if stage.type == "grpo" else []:
+                named = [j for j, s in enumerate(self.stages) if s.name == reward.model]
+                if named and (self.stages[named[0]].type != "rm" or named[0] > i):
+                    raise ValueError(
+                        f"stage '{stage.name}': reward model '{reward.model}' names a stage that is not an rm "
+                        "stage before it"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _modes_have_what_they_need(self) -> Recipe:
         if "rag" in self.eval.modes and self.kb is None:
             raise ValueError("eval.modes has 'rag' but the recipe has no kb: section (kb: {documents: [...]})")
@@ -664,6 +769,7 @@ _UNION_TAGS: dict[str, type[BaseModel]] = {
     "pt": PretrainStage,
     "dpo": DPOStage,
     "rm": RewardModelStage,
+    "grpo": GRPOStage,
     "qa": QASuite,
     "mc": MCSuite,
     "perplexity": PerplexitySuite,

@@ -13,18 +13,16 @@
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from ..data.preferences import PreferencePair
 from ..errors import DataError
 from ..precision import use_bf16
 from ..recipe import DPOStage, Recipe
+from .kl_guard import KLGuard, resumed_measures
 from .outputs import gathered_state_dict, save_stage_outputs
 from .preference_pairs import stage_callbacks, stage_pairs, train_resuming, trainer_settings
 
@@ -94,40 +92,6 @@ def _with_adapter_off(model, fn):
         return fn()
 
 
-class _KLGuard(TrainerCallback):
-    """Measures KL(reference || policy) on held-out sequences every N steps; warns or stops at the ceiling."""
-
-    def __init__(self, stage: DPOStage, tokenizer, sequences, bf16: bool, log_path: Path, log):
-        self.stage, self.tokenizer, self.sequences, self.bf16 = stage, tokenizer, sequences, bf16
-        self.log_path, self.log = log_path, log
-        self.trainer = None
-        self.rows: list[dict] = []
-        self.fired = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.stage.kl.every and state.global_step != state.max_steps:
-            return
-        from ..evaluate.kl_divergence import mean_token_kl
-
-        model = self.trainer.model
-        kl = mean_token_kl(model, self.tokenizer, self.sequences, base_model=self.trainer.ref_model,
-                           bf16=self.bf16)["kl_per_token"]  # fmt: skip
-        row = {"step": state.global_step, "kl_per_token": kl}
-        ceiling = self.stage.kl.ceiling
-        if ceiling is not None and kl > ceiling and self.fired is None:
-            self.fired = {**row, "ceiling": ceiling, "action": self.stage.kl.action}
-            row["event"] = self.fired
-            self.log(f"stage '{self.stage.name}': KL from the reference {kl:.4f} nats/token > ceiling "
-                     f"{ceiling} at step {state.global_step}"
-                     + ("; stopping" if self.stage.kl.action == "stop" else ""))  # fmt: skip
-            if self.stage.kl.action == "stop":
-                control.should_training_stop = True
-        self.rows.append(row)
-        if state.is_world_process_zero:
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-
-
 def run_dpo(
     recipe: Recipe,
     stage: DPOStage,
@@ -169,7 +133,7 @@ def run_dpo(
     kl_sequences = _sequences(tokenizer, heldout, "chosen", stage.max_seq_len)
     if len(kl_sequences) > stage.kl.max_sequences:  # the same subset at every measure, and on resume
         kl_sequences = random.Random(recipe.seed).sample(kl_sequences, stage.kl.max_sequences)
-    kl_guard = _KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log)
+    kl_guard = KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log)
     trainer = DPOTrainer(
         model=model,
         ref_model=reference,
@@ -181,11 +145,8 @@ def run_dpo(
     )
     kl_guard.trainer = trainer
     output, resume, train_seconds = train_resuming(trainer, stage_dir, ckpt_dir, ("loss.jsonl", "kl.jsonl"))
-    # After a resume, kl.jsonl holds the measures of every session (the callback only saw this one's).
-    kl_rows = [json.loads(line) for line in (stage_dir / "kl.jsonl").read_text().splitlines()] if resume else None
-    if kl_rows is not None:
-        kl_guard.rows = kl_rows
-        kl_guard.fired = kl_guard.fired or next((r["event"] for r in kl_rows if "event" in r), None)
+    if resume:
+        resumed_measures(kl_guard, stage_dir / "kl.jsonl")
 
     policy = trainer.model
     after = preference_scores(policy, tokenizer, heldout, stage.max_seq_len, bf16, reference=trainer.ref_model)

@@ -1,5 +1,5 @@
-"""What the preference stages (rm, dpo) share: their pairs read and split into training and held-out sets, rejects
-written, and the TRL trainer set up and run (settings, callbacks, resume)."""
+"""What the preference and RL stages (rm, dpo, grpo) share: their data read and split into training and held-out
+sets, rejects written, and the TRL trainer set up and run (settings, callbacks, resume)."""
 
 from __future__ import annotations
 
@@ -13,28 +13,35 @@ from ..files import atomic_write_jsonl
 from ..recipe import Recipe
 
 
-def load_pairs(recipe: Recipe, stage, on_bad_record: str) -> tuple[list, list, list]:
-    """(training pairs, held-out pairs, rejects). Held-out prompts that also occur in training are dropped from
-    training (a pair must not be trained on and scored)."""
+def _read_pairs(path: Path, on_bad_record: str) -> tuple[list, list]:
+    read = read_preferences(path, on_bad_record)
+    return read.pairs, read.rejects
+
+
+def load_split(recipe: Recipe, files: list[Path], heldout_file: Path | None, heldout_fraction: float, read,
+               on_bad_record: str) -> tuple[list, list, list]:  # fmt: skip
+    """(training items, held-out items, rejects) of records that have a `.prompt`: `read(path, on_bad_record)`
+    gives (items, rejects) per file. Without a held-out file a seeded `heldout_fraction` is held out. Held-out
+    prompts that also occur in training are dropped from training (an item must not be trained on and scored)."""
     train, rejects = [], []
-    for path in stage.pairs:
-        read = read_preferences(recipe.resolve(path), on_bad_record)
-        train += read.pairs
-        rejects += read.rejects
-    if stage.heldout is not None:
-        read = read_preferences(recipe.resolve(stage.heldout), on_bad_record)
-        heldout, rejects = read.pairs, rejects + read.rejects
+    for path in files:
+        items, bad = read(recipe.resolve(path), on_bad_record)
+        train += items
+        rejects += bad
+    if heldout_file is not None:
+        heldout, bad = read(recipe.resolve(heldout_file), on_bad_record)
+        rejects += bad
     else:
         order = list(range(len(train)))
         random.Random(recipe.seed).shuffle(order)
-        n = max(1, round(len(train) * stage.heldout_fraction))
+        n = max(1, round(len(train) * heldout_fraction))
         held = set(order[:n])
         heldout = [p for i, p in enumerate(train) if i in held]
         train = [p for i, p in enumerate(train) if i not in held]
     held_prompts = {json.dumps(p.prompt, sort_keys=True) for p in heldout}
     train = [p for p in train if json.dumps(p.prompt, sort_keys=True) not in held_prompts]
     if not train:
-        raise DataError(recipe.resolve(stage.pairs[0]), "no training pairs are left after holding out pairs")
+        raise DataError(recipe.resolve(files[0]), "nothing is left to train on after holding out items")
     return train, heldout, rejects
 
 
@@ -97,12 +104,15 @@ def train_resuming(trainer, stage_dir: Path, ckpt_dir: Path, logs: tuple[str, ..
     return output, resume, time.time() - started
 
 
-def stage_pairs(recipe: Recipe, stage, stage_dir: Path, on_bad_record: str) -> tuple[list, list, list]:
-    """A preference stage's start: seeded, its dir made, its pairs loaded and split, rejects written."""
+def stage_pairs(recipe: Recipe, stage, stage_dir: Path, on_bad_record: str, files: list[Path] | None = None,
+                read=_read_pairs) -> tuple[list, list, list]:  # fmt: skip
+    """A preference or RL stage's start: seeded, its dir made, its items (default: the stage's preference pairs)
+    loaded and split, rejects written."""
     from transformers import set_seed
 
     set_seed(recipe.seed)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    train, heldout, rejects = load_pairs(recipe, stage, on_bad_record)
+    files = stage.pairs if files is None else files
+    train, heldout, rejects = load_split(recipe, files, stage.heldout, stage.heldout_fraction, read, on_bad_record)
     write_rejects(stage_dir, rejects)
     return train, heldout, rejects

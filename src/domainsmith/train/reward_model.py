@@ -54,7 +54,7 @@ def reward_scores(model, tokenizer, texts_ids: list[list[int]], bf16: bool, batc
     return out
 
 
-def _pearson(x: list[float], y: list[float]) -> float:
+def pearson(x: list[float], y: list[float]) -> float:
     n = len(x)
     mx, my = sum(x) / n, sum(y) / n
     sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
@@ -78,7 +78,7 @@ def score_pairs(model, tokenizer, pairs: list[PreferencePair], max_len: int, bf1
         "pairs": len(pairs),
         "accuracy": sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs),
         "margin": sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(pairs),
-        "reward_length_correlation": _pearson(rewards, [float(n) for n in lengths]),
+        "reward_length_correlation": pearson(rewards, [float(n) for n in lengths]),
     }
 
 
