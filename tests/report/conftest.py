@@ -230,6 +230,28 @@ def build_full_run(run: Path) -> Path:
                 "heldout_after": {"accuracy": 0.96, "reward_length_correlation": 0.12},
                 "length_alarm": {"threshold": 0.5, "fired": False},
             },
+            "grpo": {
+                "finetuning": "lora",
+                "loss_type": "dapo",
+                "beta": 0.0,
+                "num_generations": 4,
+                "prompts": {"train": 40, "heldout": 20, "rejected": 0, "dropped_solved": 320},
+                "heldout_before": {"accuracy": 0.85, "n": 20},
+                "heldout_after": {"accuracy": 0.95, "n": 20},
+                "heldout_flips": {"n": 20, "learned": 3, "forgotten": 1},
+                "rewards": {"contains": {"kind": "contains", "weight": 1.0, "length_correlation": 0.07}},
+                "reward_curve": {
+                    "step": [1, 2, 3, 4],
+                    "total": [0.25, 0.5, 0.5, 0.75],
+                    "contains": [0.25, 0.5, 0.5, 0.75],
+                },
+                "length_alarm": {"threshold": 0.5, "fired": False, "rewards": []},
+                "kl": {
+                    "measured": [{"step": 2, "kl_per_token": 0.01}, {"step": 4, "kl_per_token": 0.03}],
+                    "ceiling": 0.5,
+                    "event": None,
+                },
+            },
         },
     }
     (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")

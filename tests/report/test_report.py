@@ -43,6 +43,8 @@ def test_full_run_every_section_has_content(full_report):
     assert "0.4" in sections["mixture_search"]
     assert "93.0%" in sections["preference"] and "40.0% -&gt; 90.0%" in sections["preference"]
     assert "50.0% -&gt; 96.0%" in sections["preference"]  # the reward model's pairwise accuracy
+    assert "85.0% -&gt; 95.0%" in sections["preference"] and "3 / 1" in sections["preference"]  # grpo
+    assert "0.25 -&gt; 0.75" in sections["preference"] and "contains 0.07" in sections["preference"]
     assert "5.4 min" in sections["strategies"]  # the sft row's train_seconds
     # The half-written last line of loss.jsonl is skipped and reported, not fatal.
     assert any("unreadable line" in w for w in result.warnings)
@@ -51,9 +53,14 @@ def test_full_run_every_section_has_content(full_report):
 def test_plots_are_embedded_pngs_and_written_beside(full_report):
     result, html = full_report
     embedded = [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
-    assert len(embedded) == len(result.pngs) == 8
+    assert len(embedded) == len(result.pngs) == 9
     assert all(png.startswith(PNG_MAGIC) and len(png) > 5000 for png in embedded)
-    assert {p.name for p in result.pngs} >= {"strategies-tradeoff.png", "loss-sft.png", "mixture-search.png"}
+    assert {p.name for p in result.pngs} >= {
+        "strategies-tradeoff.png",
+        "loss-sft.png",
+        "mixture-search.png",
+        "drift-and-reward.png",
+    }
     assert all(p.parent == result.html.parent / "report" for p in result.pngs)
     assert sorted(p.read_bytes() for p in result.pngs) == sorted(embedded)
 

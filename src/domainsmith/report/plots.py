@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from . import format as fmt
-from .collect import LossCurve, MixSearch, TokenMix
+from .collect import LossCurve, MixSearch, TokenMix, num
 from .html import Figure
 
 ROLE_COLORS = {"domain": "#0072B2", "general": "#E69F00"}
@@ -442,4 +442,57 @@ def mixture_search(ms: MixSearch) -> Figure | None:
         "Loss curves against domain share with the recommended ratio",
         "Lower is better for both. More domain data lowers domain loss and usually raises general loss; "
         "the dashed line is the recommended domain share.",
+    )
+
+
+def _series(metrics: dict, key: str, x: str, y: str) -> list[tuple[float, float]]:
+    """(x, y) points of a list of rows (kl.measured) or of parallel lists (reward_curve), finite values only."""
+    raw = metrics.get(key)
+    if isinstance(raw, dict) and isinstance(raw.get("measured"), list):  # kl: {"measured": [{step, kl}, ...]}
+        rows = [r for r in raw["measured"] if isinstance(r, dict)]
+        pairs = [(r.get(x), r.get(y)) for r in rows]
+    elif isinstance(raw, dict) and isinstance(raw.get(x), list) and isinstance(raw.get(y), list):
+        pairs = list(zip(raw[x], raw[y], strict=False))
+    else:
+        return []
+    return [(num(a), num(b)) for a, b in pairs if num(a) is not None and num(b) is not None]
+
+
+@_draw
+def drift_and_reward(stages: dict[str, dict]) -> Figure | None:
+    """KL from the reference per step for dpo/grpo stages (with their ceilings), and grpo's reward per step."""
+    kl = {name: _series(m, "kl", "step", "kl_per_token") for name, m in stages.items()}
+    reward = {name: _series(m, "reward_curve", "step", "total") for name, m in stages.items()}
+    kl, reward = {k: v for k, v in kl.items() if v}, {k: v for k, v in reward.items() if v}
+    if not kl and not reward:
+        return None
+    fig, (left, right) = _new(10, 4.0, ncols=2)
+    for i, (name, points) in enumerate(kl.items()):
+        left.plot(*zip(*points, strict=True), marker=MARKERS[i % len(MARKERS)], label=short(name))
+        ceiling = num((stages[name].get("kl") or {}).get("ceiling"))
+        if ceiling is not None:
+            left.axhline(ceiling, color=SPIKE, linestyle=":", linewidth=1.2, label=f"{short(name)} ceiling")
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("KL(reference || policy), nats per token")
+    left.set_title("Drift from the reference")
+    for name, points in reward.items():
+        steps, values = (np.asarray(v) for v in zip(*points, strict=True))
+        right.plot(steps, values, color=OTHER, alpha=0.35, linewidth=1)
+        window = max(1, min(20, len(values) // 5))
+        right.plot(steps, _moving_average(values, window), marker=None, linewidth=2,
+                   label=f"{short(name)} (mean of {window})")  # fmt: skip
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("mean weighted reward of the sampled answers")
+    right.set_title("RL reward")
+    for ax, shown in ((left, kl), (right, reward)):
+        if shown:
+            ax.legend(loc="best")
+        else:
+            ax.set_axis_off()
+    return Figure(
+        "drift-and-reward",
+        _png(fig),
+        "KL from the reference and RL reward per step",
+        "Left: drift from the reference model on held-out data; a dotted line is the stage's KL ceiling. Right: the "
+        "reward of the answers a grpo stage sampled (faint: per step; line: moving mean).",
     )

@@ -162,11 +162,19 @@ SPECS = [
     ),
     Spec(
         "preference",
-        "Preference training",
-        "No preference stage (dpo, rm) was trained in this run.",
+        "Preference and RL training",
+        "No preference or RL stage (rm, dpo, grpo) was trained in this run.",
         join(
-            ["Add a stage with ", code("type: dpo"), " or ", code("type: rm"), " and preference pairs to the recipe."]
-        ),
+            [
+                "Add a stage with ",
+                code("type: dpo"),
+                " or ",
+                code("type: rm"),
+                " and preference pairs, or ",
+                code("type: grpo"),
+                " and prompts with gold answers, to the recipe.",
+            ]
+        ),  # fmt: skip
     ),
 ]
 

@@ -221,17 +221,56 @@ def mixture_search(data: RunData) -> Built:
     return join(parts), figures
 
 
-def preference(data: RunData) -> Built:
-    """dpo stages: held-out preference accuracies before and after, and the drift from the reference."""
+def _is_rl(metrics: dict) -> bool:
+    return "num_generations" in metrics
+
+
+def _last_kl(metrics: dict) -> tuple[float | None, dict]:
+    kl = _dict(metrics.get("kl"))
+    measured = kl.get("measured") if isinstance(kl.get("measured"), list) else []
+    return (num(_dict(measured[-1]).get("kl_per_token")) if measured else None), _dict(kl.get("event"))
+
+
+def _grpo_rows(data: RunData) -> list[list[str]]:
     rows = []
     for stage, m in data.stages.items():
-        if "loss_type" not in m:
+        if not _is_rl(m):
             continue
         before, after = _dict(m.get("heldout_before")), _dict(m.get("heldout_after"))
-        kl = _dict(m.get("kl"))
-        measured = kl.get("measured") if isinstance(kl.get("measured"), list) else []
-        last_kl = num(_dict(measured[-1]).get("kl_per_token")) if measured else None
-        event = _dict(kl.get("event"))
+        flips = _dict(m.get("heldout_flips"))
+        curve = _dict(m.get("reward_curve"))
+        raw_total = curve.get("total") if isinstance(curve.get("total"), list) else []
+        total = [v for v in map(num, raw_total) if v is not None]
+        rewards = _dict(m.get("rewards"))
+        correlations = [f"{name} {fmt.plain(num(_dict(r).get('length_correlation')))}" for name, r in rewards.items()]
+        alarm = _dict(m.get("length_alarm"))
+        last_kl, event = _last_kl(m)
+        rows.append(
+            [
+                stage,
+                f"{m.get('loss_type')} (beta {fmt.plain(num(m.get('beta')))}, {m.get('num_generations')} samples)",
+                fmt.integer(num(_dict(m.get("prompts")).get("heldout"))),
+                " -> ".join(fmt.percent(num(d.get("accuracy"))) for d in (before, after)),
+                f"{flips.get('learned', fmt.DASH)} / {flips.get('forgotten', fmt.DASH)}",
+                " -> ".join(fmt.plain(v) for v in (total[0], total[-1])) if total else fmt.DASH,
+                "; ".join(correlations) or fmt.DASH,
+                "fired" if alarm.get("fired") else f"no (threshold {fmt.plain(num(alarm.get('threshold')))})",
+                fmt.plain(last_kl),
+                f"{event.get('action')} at step {event.get('step')}" if event else fmt.DASH,
+            ]
+        )
+    return rows
+
+
+def preference(data: RunData) -> Built:
+    """rm, dpo and grpo stages: held-out accuracies before and after, reward hacking alarms, drift from the
+    reference, and a plot of drift and reward per step."""
+    rows = []
+    for stage, m in data.stages.items():
+        if "loss_type" not in m or _is_rl(m):
+            continue
+        before, after = _dict(m.get("heldout_before")), _dict(m.get("heldout_after"))
+        last_kl, event = _last_kl(m)
         rows.append(
             [
                 stage,
@@ -245,7 +284,7 @@ def preference(data: RunData) -> Built:
         )
     rm_rows = []
     for stage, m in data.stages.items():
-        if "length_alarm" not in m:
+        if "length_alarm" not in m or _is_rl(m):
             continue
         before, after, alarm = _dict(m.get("heldout_before")), _dict(m.get("heldout_after")), _dict(m["length_alarm"])
         rm_rows.append(
@@ -257,7 +296,8 @@ def preference(data: RunData) -> Built:
                 "fired" if alarm.get("fired") else f"no (threshold {fmt.plain(num(alarm.get('threshold')))})",
             ]
         )
-    if not rows and not rm_rows:
+    grpo_rows = _grpo_rows(data)
+    if not rows and not rm_rows and not grpo_rows:
         return None
     parts: list[object] = []
     if rm_rows:
@@ -273,9 +313,41 @@ def preference(data: RunData) -> Built:
                 text_cols=1,
             ),  # fmt: skip
         ]
-    if not rows:
-        return join(parts), []
-    parts += [
+    if rows:
+        parts += _dpo_parts(rows)
+    if grpo_rows:
+        parts += [
+            para(
+                "RL with verifiable rewards: held-out prompts answered greedily before and after and scored against "
+                "their gold answers (items learned / forgotten), the weighted reward of the sampled answers at the "
+                "first and last step, each reward's correlation with answer length over every sample (a reward that "
+                "pays for length is being hacked), and the KL from the reference on the held-out prompts with their "
+                "gold answers."
+            ),
+            table(
+                [
+                    "stage",
+                    "loss",
+                    "held-out prompts",
+                    "held-out accuracy",
+                    "learned / forgotten",
+                    "reward",
+                    "reward-length correlation",
+                    "length alarm",
+                    "KL (nats/token)",
+                    "KL ceiling",
+                ],
+                grpo_rows,
+                text_cols=2,
+            ),  # fmt: skip
+        ]
+    figures = [f for f in [plots.drift_and_reward(data.stages)] if f]
+    parts += [figure(f) for f in figures]
+    return join(parts), figures
+
+
+def _dpo_parts(rows: list[list[str]]) -> list[object]:
+    return [
         para(
             "Held-out pairs scored before and after: the implicit reward (how much more the trained model prefers "
             "the chosen reply than its reference does) and the plain log-likelihood preference. KL is the mean "
@@ -295,4 +367,3 @@ def preference(data: RunData) -> Built:
             text_cols=2,
         ),
     ]
-    return join(parts), []
