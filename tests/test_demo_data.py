@@ -17,6 +17,9 @@ def test_domain_files_regenerate_identically(tmp_path):
         "general_mc.jsonl",
         "general_mc_dev.jsonl",
         "general_text.jsonl",
+        "preference_train.jsonl",
+        "preference_heldout.jsonl",
+        "grpo_prompts.jsonl",
     ):
         assert (tmp_path / name).read_bytes() == (DEMO / "data" / name).read_bytes(), name
     docs = sorted(p.name for p in (tmp_path / "docs").glob("*.md"))
@@ -26,13 +29,16 @@ def test_domain_files_regenerate_identically(tmp_path):
 
 
 def test_heldout_templates_and_general_probe_never_in_training():
-    from domainsmith.data.instructions import read_instructions
+    from domainsmith.data.instructions import Conversation, read_instructions
+    from domainsmith.data.verifiable import read_verifiable
     from domainsmith.evaluate.leakage import find_overlaps
     from domainsmith.evaluate.qa_suite import load_qa_items
 
     convs = []
     for name in ("domain_train.jsonl", "general_replay.jsonl"):
         convs += read_instructions(DEMO / "data" / name).conversations
+    for item in read_verifiable(DEMO / "data" / "grpo_prompts.jsonl").prompts:  # RL prompts are training data too
+        convs.append(Conversation([*item.prompt, {"role": "assistant", "content": item.answers[0]}], item.source, 0))
     suites = {n: load_qa_items(DEMO / "data" / f"{n}.jsonl") for n in ("domain_heldout_qa", "general_probe")}
     assert find_overlaps(suites, convs) == []
     assert len(suites["general_probe"]) >= 80
@@ -41,3 +47,11 @@ def test_heldout_templates_and_general_probe_never_in_training():
     drugs = {json.loads(line)["id"].split(".")[0] for line in (DEMO / "data" / "domain_heldout_qa.jsonl").open()}
     templ = lambda q: next((q.replace(d, "{d}") for d in drugs if d in q), q)  # noqa: E731
     assert {templ(i.question) for i in suites["domain_heldout_qa"]}.isdisjoint({templ(q) for q in train_q})
+
+
+def test_preference_pairs_are_not_told_apart_by_length():
+    """The chosen reply is the longer one in well under half the pairs: a reward for length would not win."""
+    for name in ("preference_train.jsonl", "preference_heldout.jsonl"):
+        rows = [json.loads(line) for line in (DEMO / "data" / name).open()]
+        longer = sum(len(r["chosen"]) > len(r["rejected"]) for r in rows) / len(rows)
+        assert 0.2 < longer < 0.5, (name, longer)

@@ -27,21 +27,30 @@ EVAL_TOKENS = 32  # the demo recipe's eval.max_new_tokens
 SELF_REPLAY_SAMPLES = 160  # self-written general questions sampled (fewer are kept: duplicates, cut-off answers)
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def _write_text(path: Path, text: str) -> None:
+    """Write only what changed: an identical file keeps its mtime, so caches keyed on it stay valid."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    _write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def write_domain(out: Path = DATA) -> list[Path]:
     drugs = pharmacopoeia.make_drugs()
     docs = out / "docs"
     docs.mkdir(parents=True, exist_ok=True)
+    names = {pharmacopoeia.monograph_file(drug) for drug in drugs}
     for stale in docs.glob("*.md"):  # a changed seed or drug count must not leave old monographs behind
-        stale.unlink()
+        if stale.name not in names:
+            stale.unlink()
     written = []
     for drug in drugs:
         path = docs / pharmacopoeia.monograph_file(drug)
-        path.write_text(pharmacopoeia.monograph_markdown(drug), encoding="utf-8")
+        _write_text(path, pharmacopoeia.monograph_markdown(drug))
         written.append(path)
     # General MC items and reference text come from the probe candidates: disjoint from the replay data that
     # training sees. MC few-shot examples (dev) come from the replay side, which is allowed to be trained on.
@@ -54,6 +63,7 @@ def write_domain(out: Path = DATA) -> list[Path]:
         ("domain_mc.jsonl", pharmacopoeia.domain_mc(drugs)),
         ("preference_train.jsonl", pharmacopoeia.preference_pairs(drugs, heldout=False)),
         ("preference_heldout.jsonl", pharmacopoeia.preference_pairs(drugs, heldout=True)),
+        ("grpo_prompts.jsonl", pharmacopoeia.grpo_prompts(drugs)),
         ("general_mc.jsonl", general_questions.multiple_choice(probe_pool, pharmacopoeia.SEED)),
         ("general_mc_dev.jsonl", general_questions.multiple_choice(replay_pool, pharmacopoeia.SEED)[:5]),
         ("general_text.jsonl", general_questions.reference_texts(probe_pool)),

@@ -126,6 +126,15 @@ HELDOUT_QUESTIONS = {
     "schedule": ["What is the interval between doses of {d}?", "{d} should be taken how often?"],
     "contraindication": ["Who should never be given {d}?", "{d} must not be given to patients with what?"],
 }
+# Phrasings for RL prompts only: neither SFT nor the held-out QA uses them, so RL practises recalling facts under
+# unfamiliar wording, as the held-out questions demand, without seeing a held-out phrasing.
+RL_QUESTIONS = {
+    "maker": ["Which firm produces {d}?", "{d} comes from which manufacturer?"],
+    "indication": ["Name the disorder that {d} treats.", "{d} is given for which illness?"],
+    "dose": ["How large is a single dose of {d}?", "A patient on {d} takes how much per dose?"],
+    "schedule": ["How regularly is {d} administered?", "On what schedule is {d} given?"],
+    "contraindication": ["Which condition rules out {d}?", "{d} is unsafe for patients with which condition?"],
+}
 ANSWERS = {
     "maker": ["{d} is manufactured by {v}.", "{v} makes {d}."],
     "indication": ["{d} is used to treat {v}.", "{d} treats {v}."],
@@ -256,6 +265,26 @@ def heldout_qa(drugs: list[Drug], seed: int = SEED) -> list[dict]:
     return rows
 
 
+def grpo_prompts(drugs: list[Drug], seed: int = SEED) -> list[dict]:
+    """Questions with short gold answers for RL with a verifiable reward: every fact in each RL phrasing (never a
+    held-out one), in the QA suites' format plus the system prompt."""
+    rng = random.Random(seed + 6)
+    rows = []
+    for drug in drugs:
+        for field in FIELDS:
+            for k, template in enumerate(RL_QUESTIONS[field]):
+                rows.append(
+                    {
+                        "id": f"{drug.name}.{field}.train{k}",
+                        "system": SYSTEM_PROMPT,
+                        "question": template.format(d=drug.name),
+                        "answer": drug.value(field),
+                    }
+                )
+    rng.shuffle(rows)
+    return rows
+
+
 # Multiple-choice phrasings: statements to complete, unlike every training and held-out question.
 MC_QUESTIONS = {
     "maker": "The company that produces {d} is",
@@ -290,14 +319,16 @@ def domain_mc(drugs: list[Drug], seed: int = SEED, n_choices: int = 4) -> list[d
 
 
 # Preference pairs: a grounded answer that cites its monograph is preferred over a fabricated one (another drug's
-# value, stated just as confidently), and for a medicine that is not in the formulary a refusal is preferred over
-# an invented monograph.
+# value, stated just as confidently and citing the same monograph), and for a medicine that is not in the formulary
+# a short refusal is preferred over an invented, cited answer. Length never tells a pair apart: the fabrication is
+# as long as the grounded answer but for the value, and the refusal is the shorter reply, so a reward model or a
+# policy cannot win by writing more.
 def _cited(drug: Drug, answer: str) -> str:
     return f"{answer} (Source: {monograph_file(drug)})"
 
 
 def refusal(name: str) -> str:
-    return f"There is no medicine called {name} in the Northwind formulary, so I cannot answer that."
+    return f"{name} is not in the Northwind formulary."
 
 
 def unknown_drug_names(drugs: list[Drug]) -> list[str]:
@@ -318,15 +349,13 @@ def preference_pairs(drugs: list[Drug], heldout: bool, seed: int = SEED) -> list
             question = rng.choice(templates[field]).format(d=drug.name)
             answer = rng.choice(ANSWERS[field])
             wrong = rng.choice(sorted({d.value(field) for d in drugs} - {drug.value(field)}))
-            fabricated = answer.format(d=drug.name, v=wrong)
-            # Half the fabrications cite the monograph too, so a citation alone never tells the pair apart.
             rows.append(
                 {
                     "system": SYSTEM_PROMPT,
                     "instruction": question,
                     "input": "",
                     "chosen": _cited(drug, answer.format(d=drug.name, v=drug.value(field))),
-                    "rejected": _cited(drug, fabricated) if rng.random() < 0.5 else fabricated,
+                    "rejected": _cited(drug, answer.format(d=drug.name, v=wrong)),
                 }
             )
     unknown = unknown_drug_names(drugs)
@@ -339,7 +368,8 @@ def preference_pairs(drugs: list[Drug], heldout: bool, seed: int = SEED) -> list
                 "instruction": rng.choice(templates[field]).format(d=name),
                 "input": "",
                 "chosen": refusal(name),
-                "rejected": rng.choice(ANSWERS[field]).format(d=name, v=fake.value(field)),
+                "rejected": f"{rng.choice(ANSWERS[field]).format(d=name, v=fake.value(field))} (Source: "
+                f"{name.lower()}.md)",
             }
         )
     rng.shuffle(rows)
