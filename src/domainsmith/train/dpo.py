@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,9 +130,7 @@ def run_dpo(
         loss_type=stage.loss_type,
     )
     kl_sequences = _sequences(tokenizer, heldout, "chosen", stage.max_seq_len)
-    if len(kl_sequences) > stage.kl.max_sequences:  # the same subset at every measure, and on resume
-        kl_sequences = random.Random(recipe.seed).sample(kl_sequences, stage.kl.max_sequences)
-    kl_guard = KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log)
+    kl_guard = KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log, recipe.seed)
     trainer = DPOTrainer(
         model=model,
         ref_model=reference,

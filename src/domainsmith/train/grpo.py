@@ -15,7 +15,6 @@ advantage is its reward against its group's mean. What is measured:
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +132,7 @@ def run_grpo(
         reward_weights=[r.weight for r in stage.rewards],
     )
     kl_sequences = chat_sequences(tokenizer, [p.prompt for p in heldout], [p.answers[0] for p in heldout])
-    if len(kl_sequences) > stage.kl.max_sequences:  # the same subset at every measure, and on resume
-        kl_sequences = random.Random(recipe.seed).sample(kl_sequences, stage.kl.max_sequences)
-    kl_guard = KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log, reference)
+    kl_guard = KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log, recipe.seed, reference)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rewards,

@@ -8,6 +8,7 @@ trained so far. Each measure is appended to a JSONL file (the run's drift curve)
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -16,7 +17,9 @@ from transformers import TrainerCallback
 class KLGuard(TrainerCallback):
     """Measures KL(reference || policy) on held-out sequences every N steps; warns or stops at the ceiling."""
 
-    def __init__(self, stage, tokenizer, sequences, bf16: bool, log_path: Path, log, reference=None):
+    def __init__(self, stage, tokenizer, sequences, bf16: bool, log_path: Path, log, seed: int, reference=None):
+        if len(sequences) > stage.kl.max_sequences:  # the same seeded subset at every measure, and on resume
+            sequences = random.Random(seed).sample(sequences, stage.kl.max_sequences)
         self.stage, self.tokenizer, self.sequences, self.bf16 = stage, tokenizer, sequences, bf16
         self.log_path, self.log = log_path, log
         self.reference = reference  # else the trainer's ref_model (None with LoRA: the adapter switched off)
