@@ -5,6 +5,9 @@ and takes a trained rm stage as its reward."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,46 @@ def test_rule_rewards_score_against_every_gold_answer(tmp_path):
     assert got[4] == [16.0, 35.0, 21.0, 9.0]
     correlations = log.length_correlations()
     assert correlations["function"]["completions"] == 4 and correlations["function"]["length_correlation"] > 0.99
+
+
+_TWO_RANKS_SCORING = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from accelerate import PartialState
+
+from domainsmith.train.rewards import RewardLog, _Reward
+
+state = PartialState(cpu=True)
+rank = state.process_index
+log = RewardLog(Path(sys.argv[1]))
+# Rank r's completions are r + 1 characters long and score r: within one rank the reward is constant.
+reward = _Reward("by_rank", lambda texts, answers, prompts: [float(rank)] * len(texts), log)
+for step in range(2):
+    trainer_state = SimpleNamespace(global_step=step, is_world_process_zero=state.is_main_process)
+    completions = [[{"role": "assistant", "content": "x" * (rank + 1)}]] * 3
+    reward(prompts=[[]] * 3, completions=completions, completion_ids=[[1]] * 3, answers=[["x"]] * 3,
+           trainer_state=trainer_state)
+"""
+
+
+def test_the_reward_log_covers_every_rank_under_two_processes(tmp_path):
+    from domainsmith.train.rewards import RewardLog
+
+    script = _write(tmp_path / "score.py", [_TWO_RANKS_SCORING])
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
+    cmd = [str(accelerate), *launch, "--mixed_precision", "no", str(script), str(tmp_path / "rewards.jsonl")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "rewards.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]  # written once per batch, by rank 0
+    assert all(sorted(r["length"]) == [1, 1, 1, 2, 2, 2] for r in rows)
+    correlation = RewardLog(tmp_path / "rewards.jsonl").length_correlations()["by_rank"]
+    # Rank 0's samples alone have a constant reward (no correlation); both ranks' together correlate fully.
+    assert correlation["completions"] == 12 and correlation["length_correlation"] > 0.99
 
 
 def _project(tmp_path: Path, model: Path, stage: str, extra_stages: str = "") -> Path:

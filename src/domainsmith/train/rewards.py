@@ -28,12 +28,20 @@ def completion_text(completion) -> str:
 
 
 class RewardLog:
-    """Appends (step, reward, lengths, values) per generation batch to a JSONL file on the main process."""
+    """Appends (step, reward, lengths, values) per generation batch to a JSONL file on the main process.
+
+    Under several processes each rank scores only its own completions, so every rank's lengths and values are
+    gathered first: the length correlation then covers every sample of the run, not rank 0's share.
+    """
 
     def __init__(self, path: Path):
         self.path = path
 
     def add(self, step: int, reward: str, lengths: list[int], values: list[float | None], main: bool) -> None:
+        from accelerate.utils import gather_object
+
+        # A collective: TRL calls every reward on every rank for every generation batch, so the ranks meet here.
+        lengths, values = gather_object(lengths), gather_object(values)
         if main:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": step, "reward": reward, "length": lengths, "value": values}) + "\n")
