@@ -23,15 +23,24 @@ def _ratios(text: str) -> list[float]:
 
 
 def _print_result(result: dict) -> None:
-    table = Table(title=f"mix search: {result['budget_tokens']:,} tokens per share, model {result['model']}")
+    seeds = result.get("seeds", 1)
+    runs = f", mean of {seeds} seeded runs" if seeds > 1 else ""
+    table = Table(title=f"mix search: {result['budget_tokens']:,} tokens per share{runs}, model {result['model']}")
     for col in ("domain share", "general loss", "domain loss", "steps", "seconds"):
         table.add_column(col, justify="right")
     start = result["start"]
     table.add_row("start model", f"{start['general_loss']:.4f}", f"{start['domain_loss']:.4f}", "-", "-")
     for p in result["points"]:
-        table.add_row(f"{p['ratio']:.3f}", f"{p['general_loss']:.4f}", f"{p['domain_loss']:.4f}", str(p["steps"]),
-                      f"{p['seconds']:.0f}")  # fmt: skip
+        losses = [
+            f"{p[k]:.4f}" + (f" ± {p[k + '_sd']:.4f}" if f"{k}_sd" in p else "")
+            for k in ("general_loss", "domain_loss")
+        ]
+        table.add_row(f"{p['ratio']:.3f}", *losses, str(p["steps"]), f"{p['seconds']:.0f}")
     out.print(table)
+    if result.get("noise"):
+        spread = ", ".join(f"{k.removesuffix('_loss')} {v:.2%}" for k, v in result["noise"].items())
+        out.print(f"run-to-run spread of one run (sd / loss, mean over shares): {spread}; the mean of {seeds} runs "
+                  f"is about {seeds ** 0.5:.1f}x steadier")  # fmt: skip
     for role, fit in result["fits"].items():
         laws = ", ".join(
             f"{name} {law['loo_mean_abs_rel_error']:.2%}" if law["loo_mean_abs_rel_error"] is not None
@@ -67,6 +76,7 @@ def search(
     budget_tokens: Annotated[int | None, typer.Option(help="training tokens per share (default: the pool's)")] = None,
     tolerance: Annotated[float | None, typer.Option(help="largest relative rise of general loss (0.03 = 3%)")] = None,
     model: Annotated[str | None, typer.Option(help="a smaller proxy model (alias, dir or hub id)")] = None,
+    seeds: Annotated[int | None, typer.Option(help="seeded proxy runs per share, averaged (less noise)")] = None,
     confirm: Annotated[bool | None, typer.Option(help="train once more at the recommended share")] = None,
     on_bad_record: Annotated[str, typer.Option(help="fail or skip (see data prepare)")] = "fail",
     json_out: JsonOpt = False,
@@ -81,7 +91,7 @@ def search(
     quiet_libraries()
     recipe = load_recipe(recipe_path)
     overrides = {"ratios": _ratios(ratios) if ratios is not None else None, "budget_tokens": budget_tokens,
-                 "tolerance": tolerance, "model": model, "confirm": confirm}  # fmt: skip
+                 "tolerance": tolerance, "model": model, "seeds": seeds, "confirm": confirm}  # fmt: skip
     try:
         settings = recipe.mix_search.model_validate(
             {**recipe.mix_search.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}

@@ -118,6 +118,39 @@ def test_search_writes_points_fits_and_a_recommendation(tmp_path, tiny_model_dir
     assert stats["mix"]["target_share"]["domain"] == pytest.approx(rec["ratio"])
 
 
+def test_seeds_train_each_share_more_than_once_and_average_the_runs(tmp_path, tiny_model_dir, monkeypatch):
+    recipe = load_recipe(_project(tmp_path, tiny_model_dir))
+    trained: list[tuple[float, int]] = []
+
+    def proxy(model_path, tokenizer, pool, ratio, budget, stage, seed, *args):
+        trained.append((ratio, seed))
+        return REAL_RUN_PROXY(model_path, tokenizer, pool, ratio, budget, stage, seed, *args)
+
+    monkeypatch.setattr(search_module, "run_proxy", proxy)
+    single = search_module.mix_search(recipe, show_progress=False, log=lambda m: None)
+    assert trained == [(0.0, 0), (0.5, 0), (1.0, 0)] and single["noise"] is None
+    assert all("general_loss_sd" not in p for p in single["points"])
+
+    trained.clear()
+    cli = runner.invoke(app, ["mix", "search", str(recipe.source), "--seeds", "2", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert trained == [(0.0, 1), (0.5, 1), (1.0, 1)]  # the first seed's runs are the single-seed search's, reused
+    result = json.loads(cli.stdout)
+    assert result["seeds"] == 2
+    for point, before in zip(result["points"], single["points"], strict=True):
+        runs = point["runs"]
+        assert [r["seed"] for r in runs] == [0, 1]
+        assert runs[0]["domain_loss"] == before["domain_loss"]
+        for role in ("general", "domain"):
+            a, b = (r[f"{role}_loss"] for r in runs)
+            assert point[f"{role}_loss"] == pytest.approx((a + b) / 2)
+            assert point[f"{role}_loss_sd"] == pytest.approx(abs(a - b) / 2**0.5)
+    # The second seed draws and orders other documents, so its runs measure something of their own.
+    assert any(p["runs"][0]["domain_loss"] != p["runs"][1]["domain_loss"] for p in result["points"])
+    assert result["noise"]["domain_loss"] > 0
+    assert (recipe.out_dir / "mix_search" / "ratio_0.500_seed1" / "result.json").is_file()
+
+
 def test_a_stage_that_is_not_cpt_and_a_missing_role_are_clear_errors(tmp_path, tiny_model_dir):
     from domainsmith.mixsearch.proxy import proxy_stage
 
@@ -132,7 +165,7 @@ def test_a_stage_that_is_not_cpt_and_a_missing_role_are_clear_errors(tmp_path, t
 
 def test_cli_rejects_bad_options_with_exit_2(tmp_path, tiny_model_dir):
     recipe = str(_project(tmp_path, tiny_model_dir))
-    for args in (["--ratios", "0,abc"], ["--ratios", "0,1"], ["--tolerance", "-1"]):
+    for args in (["--ratios", "0,abc"], ["--ratios", "0,1"], ["--tolerance", "-1"], ["--seeds", "0"]):
         result = runner.invoke(app, ["mix", "search", recipe, *args])
         assert result.exit_code == 2 and "error" in result.output, (args, result.output)
     result = runner.invoke(app, ["data", "prepare", recipe, "--mix-from", str(tmp_path / "missing.json")])

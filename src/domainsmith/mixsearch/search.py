@@ -4,7 +4,8 @@ Outputs under <run_dir>: `mix_search.json` (points, fitted laws with leave-one-o
 recommendation, the rules of thumb, the confirmation run) and `mix_search/` (the pool, one dir per share with its
 result, mix_search.png). Each share's result is cached with a fingerprint of everything it depends on (start model,
 pool, stage settings, budget, seed), so an interrupted search resumes without redoing finished shares, and changing
-the ratios list only trains the new ones.
+the ratios list only trains the new ones. With `seeds` > 1 each share is trained that many times, each run drawing
+and ordering its documents with its own seed, and the share's point is their mean.
 """
 
 from __future__ import annotations
@@ -52,6 +53,29 @@ def _clear_stale(run_dir: Path, fingerprint: str) -> None:
 
 def _point(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "fingerprint"}
+
+
+def _mean_point(runs: list[dict]) -> dict:
+    """A share's point over its seeded runs (which differ in the documents drawn and their order): the mean of each
+    loss, its standard deviation over runs when there are several, and every run's own losses."""
+    point = {**runs[0], "seconds": round(sum(r["seconds"] for r in runs), 1)}
+    for role in ROLES:
+        values = [r[f"{role}_loss"] for r in runs]
+        point[f"{role}_loss"] = float(np.mean(values))
+        if len(runs) > 1:
+            point[f"{role}_loss_sd"] = float(np.std(values, ddof=1))
+    point["runs"] = [{k: r[k] for k in ("seed", "general_loss", "domain_loss", "seconds")} for r in runs]
+    return point
+
+
+def _noise(points: list[dict]) -> dict | None:
+    """Run-to-run spread of one proxy run, relative to the loss, averaged over shares: the floor under any fit's
+    leave-one-out error (the mean of n seeds is sqrt(n) times steadier). None with one seed per share."""
+    if not all(f"{role}_loss_sd" in p for p in points for role in ROLES):
+        return None
+    return {
+        f"{role}_loss": float(np.mean([p[f"{role}_loss_sd"] / p[f"{role}_loss"] for p in points])) for role in ROLES
+    }
 
 
 def _fits(points: list[dict], settings: MixSearchSettings, seed: int) -> dict:
@@ -158,22 +182,27 @@ def mix_search(
                         lambda: start_losses(model_path, tokenizer, pool, stage))  # fmt: skip
     log(f"start model: general loss {start['general_loss']:.4f}, domain loss {start['domain_loss']:.4f}")
 
-    def measure(ratio: float) -> dict:
-        """One share's point, trained unless a result with the same inputs exists. Every process trains (the
-        run may be distributed) and every process returns the point rank 0 wrote."""
-        run_dir = out / f"ratio_{ratio:.3f}"
+    def measure_run(ratio: float, seed: int) -> dict:
+        """One proxy run, trained unless a result with the same inputs exists. Every process trains (the run may
+        be distributed) and every process returns the result rank 0 wrote."""
+        # The recipe's own seed keeps the plain dir name, so searches from before `seeds` existed are reused.
+        run_dir = out / (f"ratio_{ratio:.3f}" if seed == recipe.seed else f"ratio_{ratio:.3f}_seed{seed}")
         result_path = run_dir / "result.json"
-        fingerprint = json_sha256({**base, "ratio": ratio})
+        fingerprint = json_sha256({**base, "ratio": ratio, "seed": seed})
+        label = f"share {ratio:.3f}" + (f" (seed {seed})" if settings.seeds > 1 else "")
         current = read_if_current(result_path, fingerprint)
         if current is not None:
-            log(f"share {ratio:.3f}: measured before (reused)")
-            return _point(current)
+            log(f"{label}: measured before (reused)")
+            return {**_point(current), "seed": seed}
         if is_main_process():
             _clear_stale(run_dir, fingerprint)
-        log(f"share {ratio:.3f}: training on {budget:,} tokens")
-        run_proxy(model_path, tokenizer, pool, ratio, budget, stage, recipe.seed, run_dir, show_progress, log,
+        log(f"{label}: training on {budget:,} tokens")
+        run_proxy(model_path, tokenizer, pool, ratio, budget, stage, seed, run_dir, show_progress, log,
                   lambda point: atomic_write_json(result_path, {**point, "fingerprint": fingerprint}))  # fmt: skip
-        return _point(read_json(result_path))
+        return {**_point(read_json(result_path)), "seed": seed}
+
+    def measure(ratio: float) -> dict:
+        return _mean_point([measure_run(ratio, recipe.seed + k) for k in range(settings.seeds)])
 
     points = [measure(r) for r in settings.ratios]  # sorted and distinct (MixSearchSettings)
     fits = _fits(points, settings, recipe.seed)
@@ -190,7 +219,9 @@ def mix_search(
         },  # fmt: skip
         "pool": pool.summary,
         "start": {k: start[k] for k in ("general_loss", "domain_loss")},
+        "seeds": settings.seeds,
         "points": points,
+        "noise": _noise(points),
         "fits": _fits_json(fits),
         "curves": {
             "ratio": [round(float(r), 4) for r in grid],

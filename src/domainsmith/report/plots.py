@@ -412,16 +412,12 @@ def mixture_search(ms: MixSearch) -> Figure | None:
         if xy:
             ax.plot(*zip(*xy, strict=True), color=role_color(role), linewidth=2, label=f"{role} loss (fit)")
             drawn = True
-        pts = [(p["ratio"], p[key]) for p in ms.points if key in p]
+        pts = [(p["ratio"], p[key], p.get(f"{key}_sd", 0.0)) for p in ms.points if key in p]
         if pts:
-            ax.plot(
-                *zip(*pts, strict=True),
-                "o",
-                color=role_color(role),
-                markersize=7,
-                markeredgecolor="white",
-                label=f"{role} loss (measured)",
-            )
+            x, y, sd = zip(*pts, strict=True)
+            # With several seeds per share, bars of one run-to-run standard deviation.
+            ax.errorbar(x, y, yerr=sd if any(sd) else None, fmt="o", color=role_color(role), markersize=7,
+                        markeredgecolor="white", capsize=3, label=f"{role} loss (measured)")  # fmt: skip
             drawn = True
     if not drawn:
         return None

@@ -203,17 +203,15 @@ def mixture_search(data: RunData) -> Built:
             table(["key", "value"], [[k, _value(v)] for k, v in ms.recommendation.items()]),
         ]
     if ms.points:
-        parts.append(
-            table(
-                ["domain share", "general loss", "domain loss"],
-                [
-                    [fmt.plain(p.get("ratio")), fmt.plain(p.get("general_loss")), fmt.plain(p.get("domain_loss"))]
-                    for p in ms.points
-                ],
-                caption="Measured points",
-                text_cols=0,
-            )
-        )
+        keys = ["ratio", "general_loss", "domain_loss"]
+        headers = ["domain share", "general loss", "domain loss"]
+        caption = "Measured points"
+        if any("general_loss_sd" in p for p in ms.points):  # several seeded runs per share: their spread
+            keys += ["general_loss_sd", "domain_loss_sd"]
+            headers += ["general sd over runs", "domain sd over runs"]
+            caption += " (mean over seeded runs)"
+        rows = [[fmt.plain(p.get(k)) for k in keys] for p in ms.points]
+        parts.append(table(headers, rows, caption=caption, text_cols=0))
     if ms.fits:
         parts.append(table(["fit", "parameters"], [[k, code(_value(v))] for k, v in ms.fits.items()], text_cols=2))
     figures = [f for f in [plots.mixture_search(ms)] if f]
