@@ -49,6 +49,29 @@ def test_heldout_templates_and_general_probe_never_in_training():
     assert {templ(i.question) for i in suites["domain_heldout_qa"]}.isdisjoint({templ(q) for q in train_q})
 
 
+def test_general_corpus_holds_no_eval_text():
+    """The plain general text (CPT and mixture-search training data) never states a held-out general fact or asks
+    an eval question: no 13-word run shared with an eval set, and no eval sentence or question inside it."""
+    from domainsmith.data.decontaminate import EvalNgrams, decontam_tokens
+    from domainsmith.evaluate.qa_suite import load_qa_items
+
+    read = lambda name: [json.loads(line) for line in (DEMO / "data" / name).open()]  # noqa: E731
+    corpus = [" ".join(decontam_tokens(row["text"])) for row in read("general_corpus.jsonl")]
+    assert len(corpus) >= 100 and all(corpus)
+    grams = EvalNgrams(13)
+    sentences = []
+    for row in read("general_text.jsonl"):
+        grams.add_text("general_text", row["text"])
+        sentences += [" ".join(decontam_tokens(s)) for s in row["text"].split(".") if len(s.split()) >= 3]
+    for name in ("general_probe", "domain_heldout_qa"):
+        for item in load_qa_items(DEMO / "data" / f"{name}.jsonl"):
+            grams.add_question(name, item.question)
+            sentences.append(" ".join(decontam_tokens(item.question)))
+    for text in corpus:
+        assert grams.find_in_text(text) is None, text
+        assert not [s for s in sentences if f" {s} " in f" {text} "], text
+
+
 def test_preference_pairs_are_not_told_apart_by_length():
     """The chosen reply is the longer one in well under half the pairs: a reward for length would not win."""
     for name in ("preference_train.jsonl", "preference_heldout.jsonl"):
