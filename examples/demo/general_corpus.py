@@ -9,7 +9,8 @@ colours), so no eval answer is written into training text.
 
 from __future__ import annotations
 
-TOPICS = [  # fmt: skip
+# fmt: off
+TOPICS = [
     "how bees make honey", "the water cycle", "why the sky is blue", "how a bicycle works", "the life of a tree",
     "how bread rises", "why we sleep", "how rainbows form", "the history of writing", "how a lighthouse works",
     "the migration of birds", "how volcanoes erupt", "why leaves change colour in autumn", "how a compass works",
@@ -37,6 +38,7 @@ TOPICS = [  # fmt: skip
     "how penguins keep warm", "why music moves people", "how an elevator works", "the life of a river delta",
     "how a good cup of coffee is brewed",
 ]
+# fmt: on
 
 PROMPTS = [
     "Write a short paragraph about {topic}.",

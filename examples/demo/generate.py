@@ -27,8 +27,8 @@ import pharmacopoeia  # noqa: E402
 
 DATA = HERE / "data"
 EVAL_TOKENS = 32  # the demo recipe's eval.max_new_tokens
-SELF_REPLAY_SAMPLES = 160
-CORPUS_TOKENS = 192  # a paragraph's budget; replies cut off at it are dropped  # self-written general questions sampled (fewer are kept: duplicates, cut-off answers)
+SELF_REPLAY_SAMPLES = 160  # self-written general questions sampled (fewer are kept: duplicates, cut-off answers)
+CORPUS_TOKENS = 192  # a paragraph's budget; replies cut off at it are dropped
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -664,8 +664,11 @@ class MixSearchSettings(_Strict):
         default_factory=list, description="held-out text per role instead of a slice of the prepared data"
     )
     seeds: int = Field(
-        1, ge=1, le=16, description="proxy runs per share, each drawing and ordering its documents with its own seed; "
-        "the share's losses are their mean, and their spread measures run-to-run noise"
+        1,
+        ge=1,
+        le=16,
+        description="proxy runs per share, each drawing and ordering its documents with its own seed; "
+        "the share's losses are their mean, and their spread measures run-to-run noise",
     )
     confirm: bool = Field(True, description="train once more at the recommended share and compare with the fit")
     fit_starts: int = Field(48, gt=0, description="L-BFGS starting points per fit")
