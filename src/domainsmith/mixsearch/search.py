@@ -58,7 +58,8 @@ def _point(row: dict) -> dict:
 def _mean_point(runs: list[dict]) -> dict:
     """A share's point over its seeded runs (which differ in the documents drawn and their order): the mean of each
     loss, its standard deviation over runs when there are several, and every run's own losses."""
-    point = {**runs[0], "seconds": round(sum(r["seconds"] for r in runs), 1)}
+    point = {k: v for k, v in runs[0].items() if k != "seed"}  # a mean over seeds is no one seed's
+    point["seconds"] = round(sum(r["seconds"] for r in runs), 1)
     for role in ROLES:
         values = [r[f"{role}_loss"] for r in runs]
         point[f"{role}_loss"] = float(np.mean(values))
@@ -193,16 +194,17 @@ def mix_search(
         current = read_if_current(result_path, fingerprint)
         if current is not None:
             log(f"{label}: measured before (reused)")
-            return {**_point(current), "seed": seed}
+            return _point(current)
         if is_main_process():
             _clear_stale(run_dir, fingerprint)
         log(f"{label}: training on {budget:,} tokens")
         run_proxy(model_path, tokenizer, pool, ratio, budget, stage, seed, run_dir, show_progress, log,
                   lambda point: atomic_write_json(result_path, {**point, "fingerprint": fingerprint}))  # fmt: skip
-        return {**_point(read_json(result_path)), "seed": seed}
+        return _point(read_json(result_path))
 
     def measure(ratio: float) -> dict:
-        return _mean_point([measure_run(ratio, recipe.seed + k) for k in range(settings.seeds)])
+        seeds = [recipe.seed + k for k in range(settings.seeds)]
+        return _mean_point([{**measure_run(ratio, seed), "seed": seed} for seed in seeds])
 
     points = [measure(r) for r in settings.ratios]  # sorted and distinct (MixSearchSettings)
     fits = _fits(points, settings, recipe.seed)
