@@ -1,0 +1,34 @@
+import pytest
+
+from domainsmith import precision
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """A CPU-only machine whose bf16 instructions and measured bf16 speed-up the test sets."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    precision.cpu_has_fast_bf16.cache_clear()
+    yield monkeypatch
+    precision.cpu_has_fast_bf16.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("instructions", "speedup", "expected"),
+    [
+        (True, 6.0, True),  # AMX: bf16 matmuls far faster
+        (True, 0.5, False),  # AVX512-BF16 whose bf16 matmuls run at half the fp32 speed
+        (True, 1.1, False),  # a marginal gain is not worth the casts and the lost precision
+        (False, 6.0, False),  # no bf16 instructions: never, whatever a timing says
+    ],
+)
+def test_auto_picks_bf16_on_cpu_only_where_it_is_measurably_faster(cpu, instructions, speedup, expected):
+    cpu.setattr(precision, "cpu_has_bf16_instructions", lambda: instructions)
+    cpu.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+    assert precision.use_bf16("auto") is expected
+    assert precision.use_bf16("bf16") is True
+    assert precision.use_bf16("fp32") is False
+
+
+def test_matmul_timing_measures_both_dtypes():
+    assert precision.matmul_gflops("float32", size=64, repeats=2) > 0
+    assert precision.matmul_gflops("bfloat16", size=64, repeats=2) > 0
