@@ -32,3 +32,12 @@ def test_auto_picks_bf16_on_cpu_only_where_it_is_measurably_faster(cpu, instruct
 def test_matmul_timing_measures_both_dtypes():
     assert precision.matmul_gflops("float32", size=64, repeats=2) > 0
     assert precision.matmul_gflops("bfloat16", size=64, repeats=2) > 0
+
+
+def test_the_stage_log_says_what_auto_measured(cpu):
+    cpu.setattr(precision, "cpu_has_bf16_instructions", lambda: True)
+    cpu.setattr(precision, "cpu_bf16_speedup", lambda: 0.5)
+    assert precision.describe_precision("auto") == "fp32: bf16 matmuls run 0.50x as fast as fp32 on this CPU"
+    assert precision.describe_precision("bf16") == "bf16"
+    cpu.setattr(precision, "cpu_has_bf16_instructions", lambda: False)
+    assert precision.describe_precision("auto") == "fp32"

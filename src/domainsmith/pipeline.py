@@ -21,6 +21,7 @@ from .evaluation import evaluate_recipe
 from .files import atomic_write_json, file_sha256, json_sha256, read_json
 from .manifest import begin_stage, complete_stage, stage_state
 from .models import resolve_model
+from .precision import describe_precision
 from .recipe import Recipe
 
 Log = Callable[[str], None]
@@ -208,7 +209,8 @@ def _walk_stages(
             break
         else:
             verb = "resuming" if state.status == "running" else "training"
-            log(f"stage '{stage.name}': {verb} ({stage.finetuning} {stage.type}) -> {stage_dir}")
+            how = f"{stage.finetuning} {stage.type}, {describe_precision(stage.precision)}"
+            log(f"stage '{stage.name}': {verb} ({how}) -> {stage_dir}")
             if is_main_process():
                 begin_stage(stage_dir, fp, inputs)
             if stage.type == "sft":
