@@ -137,6 +137,9 @@ for step in range(2):
     completions = [[{"role": "assistant", "content": "x" * (rank + 1)}]] * 3
     reward(prompts=[[]] * 3, completions=completions, completion_ids=[[1]] * 3, answers=[["x"]] * 3,
            trainer_state=trainer_state)
+# Leave together and close the group: a rank exiting while gloo still holds the group aborts the other.
+state.wait_for_everyone()
+state.destroy_process_group()
 """
 
 
