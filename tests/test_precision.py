@@ -7,9 +7,7 @@ from domainsmith import precision
 def cpu(monkeypatch):
     """A CPU-only machine whose bf16 instructions and measured bf16 speed-up the test sets."""
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    precision.cpu_has_fast_bf16.cache_clear()
-    yield monkeypatch
-    precision.cpu_has_fast_bf16.cache_clear()
+    return monkeypatch
 
 
 @pytest.mark.parametrize(

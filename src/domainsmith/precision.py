@@ -45,7 +45,6 @@ def cpu_bf16_speedup() -> float:
     return matmul_gflops("bfloat16") / matmul_gflops("float32")
 
 
-@cache
 def cpu_has_fast_bf16() -> bool:
     """True when bf16 matmuls run clearly faster than fp32 ones on this CPU.
 
