@@ -34,22 +34,26 @@ def proxy_stage(recipe: Recipe, settings: MixSearchSettings) -> PretrainStage:
 
 
 def mixed_documents(pool: Pool, ratio: float, budget: int, seed: int) -> tuple[list[str], dict]:
-    """`budget` training tokens, `ratio` of them domain: each role's documents repeated or subsampled to its share
-    (seeded), then shuffled together so every packed sequence can hold both roles."""
-    rng = np.random.default_rng([seed, round(ratio * 10_000)])
+    """`budget` training tokens, `ratio` of them domain: each role's documents repeated or subsampled to its share,
+    then shuffled together so every packed sequence can hold both roles.
+
+    The subsample is nested: a role's documents are drawn in one seeded order that does not depend on the share, so
+    a smaller share's documents are a prefix of a larger one's. Shares then differ in how much of each role a run
+    sees, not in which documents luck picked (common random numbers), and the curves across shares carry far less
+    sampling noise; other seeds still draw other orders, which is what the run-to-run spread measures."""
     texts: list[str] = []
     report = {}
-    for role in ROLES:
+    for index, role in enumerate(ROLES):
         share = ratio if role == "domain" else 1 - ratio
         counts = pool.train_tokens[role]
-        copies = role_copies(counts, budget * share, rng)
+        copies = role_copies(counts, budget * share, np.random.default_rng([seed, index]))
         for doc, n in zip(pool.train[role], copies, strict=True):
             texts.extend([doc] * int(n))
         report[role] = {"tokens": int((copies * counts).sum()), "repeats": round(float(copies.sum() / len(counts)), 3)}
     total = sum(r["tokens"] for r in report.values())
     for role in ROLES:
         report[role]["share"] = round(report[role]["tokens"] / total, 4) if total else 0.0
-    order = rng.permutation(len(texts))
+    order = np.random.default_rng([seed, round(ratio * 10_000), len(ROLES)]).permutation(len(texts))
     return [texts[i] for i in order], report
 
 

@@ -170,6 +170,7 @@ def mix_search(
         "stage": stage.model_dump(mode="json"),
         "budget": budget,
         "seed": recipe.seed,
+        "sampling": "nested",  # mixed_documents draws each role in one order across shares (older runs did not)
     }
     for role, s in pool.summary.items():
         log(f"pool: {role} {s['train_documents']:,} training documents ({s['train_tokens']:,} tokens), "
