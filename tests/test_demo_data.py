@@ -19,6 +19,7 @@ def test_domain_files_regenerate_identically(tmp_path):
         "general_text.jsonl",
         "preference_train.jsonl",
         "preference_heldout.jsonl",
+        "reward_train.jsonl",
         "grpo_prompts.jsonl",
     ):
         assert (tmp_path / name).read_bytes() == (DEMO / "data" / name).read_bytes(), name
@@ -74,7 +75,37 @@ def test_general_corpus_holds_no_eval_text():
 
 def test_preference_pairs_are_not_told_apart_by_length():
     """The chosen reply is the longer one in well under half the pairs: a reward for length would not win."""
-    for name in ("preference_train.jsonl", "preference_heldout.jsonl"):
+    for name in ("preference_train.jsonl", "preference_heldout.jsonl", "reward_train.jsonl"):
         rows = [json.loads(line) for line in (DEMO / "data" / name).open()]
         longer = sum(len(r["chosen"]) > len(r["rejected"]) for r in rows) / len(rows)
         assert 0.2 < longer < 0.5, (name, longer)
+
+
+def test_reward_pairs_hold_four_wrong_values_per_fact_in_training_phrasings():
+    """The reward model's pairs: each fact against four different wrong values, asked only in training phrasings
+    (never a held-out pair's phrasing), plus the training refusals."""
+    sys.path.insert(0, str(DEMO))
+    try:
+        import pharmacopoeia
+    finally:
+        sys.path.remove(str(DEMO))
+    drugs = {pharmacopoeia.monograph_file(d): d for d in pharmacopoeia.make_drugs()}
+    read = lambda name: [json.loads(line) for line in (DEMO / "data" / name).open()]  # noqa: E731
+    rows, heldout = read("reward_train.jsonl"), read("preference_heldout.jsonl")
+    wrong_values: dict[tuple[str, str], set[str]] = {}
+    refusals = 0
+    for r in rows:
+        if r["chosen"].endswith("is not in the Northwind formulary."):
+            refusals += 1
+            continue
+        drug = drugs[r["chosen"].rsplit("(Source: ", 1)[1].rstrip(")")]
+        field = next(f for f in pharmacopoeia.FIELDS if drug.value(f) in r["chosen"])
+        wrong_values.setdefault((drug.name, field), set()).add(r["rejected"])
+    assert len(wrong_values) == len(drugs) * len(pharmacopoeia.FIELDS) and refusals > 0
+    assert all(len(w) == 4 for w in wrong_values.values())
+    # No training phrasing is a held-out phrasing (drug names, known or not, stripped).
+    names = {d.name for d in drugs.values()} | set(pharmacopoeia.unknown_drug_names(list(drugs.values())))
+    name_of = lambda w: w.rstrip("?.")  # noqa: E731
+    templ = lambda q: " ".join(w.replace(name_of(w), "{d}") if name_of(w) in names else w for w in q.split())  # noqa: E731
+    assert {templ(r["instruction"]) for r in rows}.isdisjoint({templ(r["instruction"]) for r in heldout})
+    assert {templ(r["instruction"]) for r in rows} <= {t for ts in pharmacopoeia.TRAIN_QUESTIONS.values() for t in ts}

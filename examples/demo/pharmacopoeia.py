@@ -337,6 +337,21 @@ def unknown_drug_names(drugs: list[Drug]) -> list[str]:
     return sorted({p + s for p in _PREFIXES for s in _SUFFIXES} - taken)
 
 
+def _fact_pair(drug: Drug, field: str, question: str, answer: str, wrong: str) -> dict:
+    """The grounded answer against the same answer with another drug's value (citing the same monograph)."""
+    return {
+        "system": SYSTEM_PROMPT,
+        "instruction": question.format(d=drug.name),
+        "input": "",
+        "chosen": _cited(drug, answer.format(d=drug.name, v=drug.value(field))),
+        "rejected": _cited(drug, answer.format(d=drug.name, v=wrong)),
+    }
+
+
+def _wrong_values(drugs: list[Drug], drug: Drug, field: str) -> list[str]:
+    return sorted({d.value(field) for d in drugs} - {drug.value(field)})
+
+
 def preference_pairs(drugs: list[Drug], heldout: bool, seed: int = SEED) -> list[dict]:
     """Alpaca-style preference records ({system, instruction, input, chosen, rejected}). Training pairs use the
     training question templates and half of the unknown names; held-out pairs use the held-out templates (never
@@ -346,19 +361,17 @@ def preference_pairs(drugs: list[Drug], heldout: bool, seed: int = SEED) -> list
     rows = []
     for drug in drugs:
         for field in FIELDS:
-            question = rng.choice(templates[field]).format(d=drug.name)
+            question = rng.choice(templates[field])
             answer = rng.choice(ANSWERS[field])
-            wrong = rng.choice(sorted({d.value(field) for d in drugs} - {drug.value(field)}))
-            rows.append(
-                {
-                    "system": SYSTEM_PROMPT,
-                    "instruction": question,
-                    "input": "",
-                    "chosen": _cited(drug, answer.format(d=drug.name, v=drug.value(field))),
-                    "rejected": _cited(drug, answer.format(d=drug.name, v=wrong)),
-                }
-            )
+            rows.append(_fact_pair(drug, field, question, answer, rng.choice(_wrong_values(drugs, drug, field))))
+    rows += _refusal_pairs(drugs, heldout, templates, rng)
+    rng.shuffle(rows)
+    return rows
+
+
+def _refusal_pairs(drugs: list[Drug], heldout: bool, templates: dict, rng: random.Random) -> list[dict]:
     unknown = unknown_drug_names(drugs)
+    rows = []
     for name in unknown[1::2] if heldout else unknown[0::2]:
         field = rng.choice(FIELDS)
         fake = rng.choice(drugs)
@@ -372,5 +385,20 @@ def preference_pairs(drugs: list[Drug], heldout: bool, seed: int = SEED) -> list
                 f"{name.lower()}.md)",
             }
         )
+    return rows
+
+
+def reward_pairs(drugs: list[Drug], distractors: int = 4, seed: int = SEED) -> list[dict]:
+    """Training pairs for the reward model: every fact against `distractors` different wrong values, each pair in
+    its own training phrasing, plus the training refusal pairs. A scalar head has to learn each fact from
+    comparisons alone; with one wrong value per fact it learned little beyond the refusals (README)."""
+    rng = random.Random(seed + 6)
+    rows = []
+    for drug in drugs:
+        for field in FIELDS:
+            for wrong in rng.sample(_wrong_values(drugs, drug, field), distractors):
+                question = rng.choice(TRAIN_QUESTIONS[field])
+                rows.append(_fact_pair(drug, field, question, rng.choice(ANSWERS[field]), wrong))
+    rows += _refusal_pairs(drugs, False, TRAIN_QUESTIONS, rng)
     rng.shuffle(rows)
     return rows
