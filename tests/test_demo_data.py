@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 DEMO = Path("examples/demo")
@@ -21,7 +20,6 @@ def test_domain_files_regenerate_identically(tmp_path):
         "preference_train.jsonl",
         "preference_heldout.jsonl",
         "reward_train.jsonl",
-        "reward_heldout.jsonl",
         "grpo_prompts.jsonl",
     ):
         assert (tmp_path / name).read_bytes() == (DEMO / "data" / name).read_bytes(), name
@@ -77,16 +75,15 @@ def test_general_corpus_holds_no_eval_text():
 
 def test_preference_pairs_are_not_told_apart_by_length():
     """The chosen reply is the longer one in well under half the pairs: a reward for length would not win."""
-    for name in ("preference_train.jsonl", "preference_heldout.jsonl", "reward_train.jsonl", "reward_heldout.jsonl"):
+    for name in ("preference_train.jsonl", "preference_heldout.jsonl", "reward_train.jsonl"):
         rows = [json.loads(line) for line in (DEMO / "data" / name).open()]
         longer = sum(len(r["chosen"]) > len(r["rejected"]) for r in rows) / len(rows)
         assert 0.2 < longer < 0.5, (name, longer)
 
 
-def test_reward_pairs_hold_four_wrong_values_per_fact_and_false_refusals_in_training_phrasings():
-    """The reward model's pairs: each fact against four different wrong values and two false refusals per medicine
-    (its grounded answer beats "X is not in the formulary"), asked only in training phrasings, plus the training
-    refusals. Its held-out pairs add one false refusal per medicine in held-out phrasings."""
+def test_reward_pairs_hold_four_wrong_values_per_fact_in_training_phrasings():
+    """The reward model's pairs: each fact against four different wrong values, asked only in training phrasings
+    (never a held-out pair's phrasing), plus the training refusals."""
     sys.path.insert(0, str(DEMO))
     try:
         import pharmacopoeia
@@ -94,35 +91,18 @@ def test_reward_pairs_hold_four_wrong_values_per_fact_and_false_refusals_in_trai
         sys.path.remove(str(DEMO))
     drugs = {pharmacopoeia.monograph_file(d): d for d in pharmacopoeia.make_drugs()}
     read = lambda name: [json.loads(line) for line in (DEMO / "data" / name).open()]  # noqa: E731
-    rows, heldout = read("reward_train.jsonl"), read("reward_heldout.jsonl")
-    is_refusal = lambda reply: reply.endswith("is not in the Northwind formulary.")  # noqa: E731
-
-    def kinds(pairs: list[dict]) -> tuple[dict, Counter, int]:
-        wrong_values: dict[tuple[str, str], set[str]] = {}
-        false_refusals: Counter = Counter()
-        refusals = 0
-        for r in pairs:
-            if is_refusal(r["chosen"]):
-                refusals += 1
-                continue
-            drug = drugs[r["chosen"].rsplit("(Source: ", 1)[1].rstrip(")")]
-            if is_refusal(r["rejected"]):
-                assert r["rejected"].startswith(drug.name)
-                false_refusals[drug.name] += 1
-                continue
-            field = next(f for f in pharmacopoeia.FIELDS if drug.value(f) in r["chosen"])
-            wrong_values.setdefault((drug.name, field), set()).add(r["rejected"])
-        return wrong_values, false_refusals, refusals
-
-    wrong_values, false_refusals, refusals = kinds(rows)
+    rows, heldout = read("reward_train.jsonl"), read("preference_heldout.jsonl")
+    wrong_values: dict[tuple[str, str], set[str]] = {}
+    refusals = 0
+    for r in rows:
+        if r["chosen"].endswith("is not in the Northwind formulary."):
+            refusals += 1
+            continue
+        drug = drugs[r["chosen"].rsplit("(Source: ", 1)[1].rstrip(")")]
+        field = next(f for f in pharmacopoeia.FIELDS if drug.value(f) in r["chosen"])
+        wrong_values.setdefault((drug.name, field), set()).add(r["rejected"])
     assert len(wrong_values) == len(drugs) * len(pharmacopoeia.FIELDS) and refusals > 0
     assert all(len(w) == 4 for w in wrong_values.values())
-    assert len(false_refusals) == len(drugs) and set(false_refusals.values()) == {2}
-    _, heldout_false_refusals, _ = kinds(heldout)
-    assert len(heldout_false_refusals) == len(drugs) and set(heldout_false_refusals.values()) == {1}
-    canonical = lambda pairs: sorted(json.dumps(r, sort_keys=True) for r in pairs)  # noqa: E731
-    # The other held-out pairs are dpo's held-out pairs, so the two stages are scored on the same ground.
-    assert canonical(r for r in heldout if not is_refusal(r["rejected"])) == canonical(read("preference_heldout.jsonl"))
     # No training phrasing is a held-out phrasing (drug names, known or not, stripped).
     names = {d.name for d in drugs.values()} | set(pharmacopoeia.unknown_drug_names(list(drugs.values())))
     name_of = lambda w: w.rstrip("?.")  # noqa: E731

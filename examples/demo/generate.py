@@ -68,7 +68,6 @@ def write_domain(out: Path = DATA) -> list[Path]:
         ("preference_train.jsonl", pharmacopoeia.preference_pairs(drugs, heldout=False)),
         ("preference_heldout.jsonl", pharmacopoeia.preference_pairs(drugs, heldout=True)),
         ("reward_train.jsonl", pharmacopoeia.reward_pairs(drugs)),
-        ("reward_heldout.jsonl", pharmacopoeia.reward_heldout_pairs(drugs)),
         ("grpo_prompts.jsonl", pharmacopoeia.grpo_prompts(drugs)),
         ("general_mc.jsonl", general_questions.multiple_choice(probe_pool, pharmacopoeia.SEED)),
         ("general_mc_dev.jsonl", general_questions.multiple_choice(replay_pool, pharmacopoeia.SEED)[:5]),

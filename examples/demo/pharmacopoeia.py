@@ -388,30 +388,10 @@ def _refusal_pairs(drugs: list[Drug], heldout: bool, templates: dict, rng: rando
     return rows
 
 
-def _false_refusal_pairs(drugs: list[Drug], templates: dict, per_drug: int, rng: random.Random) -> list[dict]:
-    """For a medicine that is in the formulary, the grounded answer beats a refusal. Without these a reward model
-    learns from the refusal pairs that refusing always wins, and a policy trained on it would refuse everything."""
-    rows = []
-    for drug in drugs:
-        for field in rng.sample(FIELDS, per_drug):
-            answer = rng.choice(ANSWERS[field]).format(d=drug.name, v=drug.value(field))
-            rows.append(
-                {
-                    "system": SYSTEM_PROMPT,
-                    "instruction": rng.choice(templates[field]).format(d=drug.name),
-                    "input": "",
-                    "chosen": _cited(drug, answer),
-                    "rejected": refusal(drug.name),
-                }
-            )
-    return rows
-
-
 def reward_pairs(drugs: list[Drug], distractors: int = 4, seed: int = SEED) -> list[dict]:
     """Training pairs for the reward model: every fact against `distractors` different wrong values, each pair in
-    its own training phrasing; the training refusal pairs; and two false refusals per medicine. A scalar head has
-    to learn each fact from comparisons alone; with one wrong value per fact it learned little beyond the refusals
-    (README)."""
+    its own training phrasing, plus the training refusal pairs. A scalar head has to learn each fact from
+    comparisons alone; with one wrong value per fact it learned little beyond the refusals (README)."""
     rng = random.Random(seed + 6)
     rows = []
     for drug in drugs:
@@ -420,16 +400,5 @@ def reward_pairs(drugs: list[Drug], distractors: int = 4, seed: int = SEED) -> l
                 question = rng.choice(TRAIN_QUESTIONS[field])
                 rows.append(_fact_pair(drug, field, question, rng.choice(ANSWERS[field]), wrong))
     rows += _refusal_pairs(drugs, False, TRAIN_QUESTIONS, rng)
-    rows += _false_refusal_pairs(drugs, TRAIN_QUESTIONS, 2, rng)
-    rng.shuffle(rows)
-    return rows
-
-
-def reward_heldout_pairs(drugs: list[Drug], seed: int = SEED) -> list[dict]:
-    """The held-out preference pairs plus one false refusal per medicine, in held-out phrasings: the reward model is
-    also checked for preferring a refusal where the formulary has the answer."""
-    rows = preference_pairs(drugs, heldout=True, seed=seed)
-    rng = random.Random(seed + 7)
-    rows += _false_refusal_pairs(drugs, HELDOUT_QUESTIONS, 1, rng)
     rng.shuffle(rows)
     return rows
