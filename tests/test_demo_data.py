@@ -8,6 +8,11 @@ from pathlib import Path
 DEMO = Path("examples/demo")
 
 
+def _phrasing(question: str, names: set[str]) -> str:
+    """The question with the drug name it asks about replaced by {d}: its template."""
+    return next((question.replace(n, "{d}") for n in names if n in question), question)
+
+
 def test_domain_files_regenerate_identically(tmp_path):
     subprocess.run([sys.executable, str(DEMO / "generate.py"), "--out", str(tmp_path)], check=True)
     for name in (
@@ -46,8 +51,8 @@ def test_heldout_templates_and_general_probe_never_in_training():
     # Templates: strip the drug name; no held-out phrasing is a training phrasing.
     train_q = {m["content"] for c in convs for m in c.messages if m["role"] == "user"}
     drugs = {json.loads(line)["id"].split(".")[0] for line in (DEMO / "data" / "domain_heldout_qa.jsonl").open()}
-    templ = lambda q: next((q.replace(d, "{d}") for d in drugs if d in q), q)  # noqa: E731
-    assert {templ(i.question) for i in suites["domain_heldout_qa"]}.isdisjoint({templ(q) for q in train_q})
+    heldout_phrasings = {_phrasing(i.question, drugs) for i in suites["domain_heldout_qa"]}
+    assert heldout_phrasings.isdisjoint({_phrasing(q, drugs) for q in train_q})
 
 
 def test_general_corpus_holds_no_eval_text():
@@ -105,7 +110,6 @@ def test_reward_pairs_hold_four_wrong_values_per_fact_in_training_phrasings():
     assert all(len(w) == 4 for w in wrong_values.values())
     # No training phrasing is a held-out phrasing (drug names, known or not, stripped).
     names = {d.name for d in drugs.values()} | set(pharmacopoeia.unknown_drug_names(list(drugs.values())))
-    name_of = lambda w: w.rstrip("?.")  # noqa: E731
-    templ = lambda q: " ".join(w.replace(name_of(w), "{d}") if name_of(w) in names else w for w in q.split())  # noqa: E731
-    assert {templ(r["instruction"]) for r in rows}.isdisjoint({templ(r["instruction"]) for r in heldout})
-    assert {templ(r["instruction"]) for r in rows} <= {t for ts in pharmacopoeia.TRAIN_QUESTIONS.values() for t in ts}
+    phrasings = {_phrasing(r["instruction"], names) for r in rows}
+    assert phrasings.isdisjoint({_phrasing(r["instruction"], names) for r in heldout})
+    assert phrasings <= {t for ts in pharmacopoeia.TRAIN_QUESTIONS.values() for t in ts}

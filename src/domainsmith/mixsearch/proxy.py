@@ -38,9 +38,10 @@ def mixed_documents(pool: Pool, ratio: float, budget: int, seed: int) -> tuple[l
     then shuffled together so every packed sequence can hold both roles.
 
     The subsample is nested: a role's documents are drawn in one seeded order that does not depend on the share, so
-    a smaller share's documents are a prefix of a larger one's. Shares then differ in how much of each role a run
-    sees, not in which documents luck picked (common random numbers), and the curves across shares carry far less
-    sampling noise; other seeds still draw other orders, which is what the run-to-run spread measures."""
+    a smaller share's documents are a subset of a larger one's. Shares then differ in how much of each role a run
+    sees, not in which documents it drew (common random numbers); other seeds draw other orders, which is what the
+    run-to-run spread measures. (On the demo this did not narrow that spread: the order in which the documents
+    arrive matters as much; README.)"""
     texts: list[str] = []
     report = {}
     for index, role in enumerate(ROLES):
@@ -53,6 +54,7 @@ def mixed_documents(pool: Pool, ratio: float, budget: int, seed: int) -> tuple[l
     total = sum(r["tokens"] for r in report.values())
     for role in ROLES:
         report[role]["share"] = round(report[role]["tokens"] / total, 4) if total else 0.0
+    # The interleaving has its own stream (tagged past the role indices), and it may differ per share.
     order = np.random.default_rng([seed, round(ratio * 10_000), len(ROLES)]).permutation(len(texts))
     return [texts[i] for i in order], report
 
