@@ -11,14 +11,14 @@ Peak RSS is the child's own ru_maxrss. The estimate is `domainsmith.plan.memory.
 one process, with the measured baseline as its overhead. Writes benchmarks/results/plan_memory.json.
 
 Every run is measured under three glibc malloc settings, because RSS is not the same thing as live tensors:
-- `domainsmith`: what domainsmith's training stages set on CPU (domainsmith.train.cpu_allocator): glibc's mmap
-  threshold pinned at 1 MiB, so every tensor of 1 MiB or more is its own mapping, unmapped when freed.
-  This is the setting the planner's estimate is checked against: it is what a real CPU run uses.
-- `glibc_default`: glibc as shipped (DOMAINSMITH_CPU_MMAP_THRESHOLD=0). Its mmap threshold grows to 32 MiB after
-  the first large free, so activation-sized tensors come from the heap, and freed heap memory mostly stays
-  resident (retained and fragmented): peak RSS runs past the live peak.
+- `default`: what domainsmith's training stages do on CPU by default: leave glibc as shipped. Its mmap threshold
+  grows to 32 MiB after the first large free, so activation-sized tensors come from the heap, and freed heap
+  memory mostly stays resident (retained and fragmented): peak RSS runs past the live peak.
+- `bounded_rss`: DOMAINSMITH_CPU_MMAP_THRESHOLD=1048576, the opt-in of domainsmith.train.cpu_allocator: every
+  tensor of 1 MiB or more is its own mapping, unmapped when freed, so RSS follows the live tensors the planner
+  counts, at a step-time cost in page faults (seconds_per_step shows it).
 - `mmap_64k`: MALLOC_MMAP_THRESHOLD_=65536, nearly every tensor mapped: RSS follows live tensors most closely,
-  at a large step-time cost in page faults (seconds_per_step shows it).
+  at a larger step-time cost.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def child(mode: str, args) -> dict:
     from domainsmith.precision import use_bf16
     from domainsmith.train.cpu_allocator import configure_for_training
 
-    configure_for_training(on_cuda=False)  # as the SFT stage does on CPU; a no-op where the env turned it off
+    configure_for_training(on_cuda=False)  # as the SFT stage does on CPU: applies DOMAINSMITH_CPU_MMAP_THRESHOLD
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     bf16 = use_bf16("auto")
@@ -112,8 +112,8 @@ def child(mode: str, args) -> dict:
 
 
 MALLOC_MODES = {
-    "domainsmith": {},
-    "glibc_default": {"DOMAINSMITH_CPU_MMAP_THRESHOLD": "0"},
+    "default": {},
+    "bounded_rss": {"DOMAINSMITH_CPU_MMAP_THRESHOLD": "1048576"},
     "mmap_64k": {"MALLOC_MMAP_THRESHOLD_": "65536"},
 }
 
@@ -208,7 +208,7 @@ def main() -> None:
             "lora_rank": args.lora_rank,
             "threads": args.threads,
             "bf16_autocast": baseline["bf16"],
-            "malloc_modes": {k: v or "train/cpu_allocator.py: 1 MiB mmap threshold" for k, v in MALLOC_MODES.items()},
+            "malloc_modes": {k: v or "glibc as shipped" for k, v in MALLOC_MODES.items()},
             "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,

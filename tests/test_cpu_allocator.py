@@ -1,4 +1,4 @@
-"""CPU training pins glibc's mmap threshold unless the user chose their own allocator settings."""
+"""CPU training leaves glibc's malloc alone unless DOMAINSMITH_CPU_MMAP_THRESHOLD asks for a bounded RSS."""
 
 import platform
 
@@ -11,23 +11,27 @@ glibc_only = pytest.mark.skipif(
 )
 
 
-@glibc_only
-def test_pins_the_threshold_on_cpu(monkeypatch):
+@pytest.fixture
+def clean_env(monkeypatch):
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.delenv("DOMAINSMITH_CPU_MMAP_THRESHOLD", raising=False)
-    assert cpu_allocator.configure_for_training(on_cuda=False) == cpu_allocator.DEFAULT_THRESHOLD_BYTES
-    assert cpu_allocator.configure_for_training(on_cuda=True) is None
+    return monkeypatch
 
 
-def test_a_users_own_malloc_setting_wins(monkeypatch):
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-    assert cpu_allocator.pin_mmap_threshold() is None
+def test_off_by_default(clean_env):
+    assert cpu_allocator.configure_for_training(on_cuda=False) is None
 
 
 @glibc_only
-def test_the_environment_can_turn_it_off_or_change_it(monkeypatch):
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    monkeypatch.setenv("DOMAINSMITH_CPU_MMAP_THRESHOLD", "0")
+def test_the_environment_turns_it_on_for_cpu_training_only(clean_env):
+    clean_env.setenv("DOMAINSMITH_CPU_MMAP_THRESHOLD", str(cpu_allocator.BOUNDED_RSS_THRESHOLD_BYTES))
+    assert cpu_allocator.configure_for_training(on_cuda=False) == cpu_allocator.BOUNDED_RSS_THRESHOLD_BYTES
+    assert cpu_allocator.configure_for_training(on_cuda=True) is None
+    clean_env.setenv("DOMAINSMITH_CPU_MMAP_THRESHOLD", "0")
+    assert cpu_allocator.configure_for_training(on_cuda=False) is None
+
+
+def test_a_users_own_malloc_setting_wins(clean_env):
+    clean_env.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    clean_env.setenv("DOMAINSMITH_CPU_MMAP_THRESHOLD", str(cpu_allocator.BOUNDED_RSS_THRESHOLD_BYTES))
     assert cpu_allocator.pin_mmap_threshold() is None
-    monkeypatch.setenv("DOMAINSMITH_CPU_MMAP_THRESHOLD", str(4 << 20))
-    assert cpu_allocator.pin_mmap_threshold() == 4 << 20
