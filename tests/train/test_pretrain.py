@@ -194,6 +194,11 @@ def test_an_accelerator_that_accumulates_differently_from_the_stage_is_refused(t
         train_packed(accelerator, _model(), _packed(), _stage(grad_accum=2), tmp_path, seed=0, show_progress=False)
 
 
+def test_a_stage_after_a_bf16_stage_in_the_same_process_can_run_in_fp32():
+    assert pretrain_module.make_accelerator(_stage(), bf16=True).mixed_precision == "bf16"
+    assert pretrain_module.make_accelerator(_stage(), bf16=False).mixed_precision == "no"  # raised before
+
+
 def test_deepspeed_auto_values_come_from_the_stage_and_fixed_ones_must_agree():
     from types import SimpleNamespace
 

@@ -263,8 +263,13 @@ def make_accelerator(stage, bf16: bool):
     """The Accelerator a pt/cpt stage runs on: gradient accumulation by our micro-batch loop, not a dataloader."""
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import GradientAccumulationPlugin
 
+    # AcceleratorState is a process-wide singleton that refuses another precision once set, and an earlier stage
+    # of the same run (a bf16 SFT Trainer, say) may have set it. Each stage picks its own precision: start from a
+    # fresh one. PartialState (the launcher's process group) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     plugin = GradientAccumulationPlugin(num_steps=stage.grad_accum, sync_with_dataloader=False)
     return Accelerator(
         mixed_precision="bf16" if bf16 else "no",
