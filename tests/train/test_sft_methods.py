@@ -117,15 +117,17 @@ def _lengths(row: dict) -> list[int]:
     return [b - a for a, b in zip(starts, starts[1:], strict=False)]
 
 
-def test_packed_sft_trains_and_rows_stay_role_pure(tmp_path, tiny_model_dir):
-    stage = """  - type: sft
+# bf16: LoRA on bf16 base weights under the Trainer's autocast, as the stage runs where the CPU or GPU has bf16
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_packed_sft_trains_and_rows_stay_role_pure(tmp_path, tiny_model_dir, precision):
+    stage = f"""  - type: sft
     packing: true
-    lora: {r: 4, alpha: 8}
+    lora: {{r: 4, alpha: 8}}
     epochs: 3
     learning_rate: 5.0e-2
     batch_size: 2
     max_seq_len: 128
-    precision: fp32
+    precision: {precision}
     general_kl: 1.0"""
     recipe = _recipe(tmp_path, stage)
     write_jsonl(
@@ -141,3 +143,4 @@ def test_packed_sft_trains_and_rows_stay_role_pure(tmp_path, tiny_model_dir):
     convs = load_instruction_sources(recipe)
     examples = tokenize_conversations(tok, convs.conversations, 128, convs.roles)[0]
     assert {r["role"] for r in pack_examples(examples, 128)} == {"domain", "general"}
+
