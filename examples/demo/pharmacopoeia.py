@@ -345,6 +345,7 @@ def _fact_pair(drug: Drug, field: str, question: str, answer: str, wrong: str) -
         "input": "",
         "chosen": _cited(drug, answer.format(d=drug.name, v=drug.value(field))),
         "rejected": _cited(drug, answer.format(d=drug.name, v=wrong)),
+        "category": f"fact:{field}",
     }
 
 
@@ -353,7 +354,8 @@ def _wrong_values(drugs: list[Drug], drug: Drug, field: str) -> list[str]:
 
 
 def preference_pairs(drugs: list[Drug], heldout: bool, seed: int = SEED) -> list[dict]:
-    """Alpaca-style preference records ({system, instruction, input, chosen, rejected}). Training pairs use the
+    """Alpaca-style preference records ({system, instruction, input, chosen, rejected, category}; the category,
+    "fact:<field>" or "refusal", is what held-out accuracies are broken down by). Training pairs use the
     training question templates and half of the unknown names; held-out pairs use the held-out templates (never
     trained on) and the other half of the unknown names."""
     rng = random.Random(seed + (5 if heldout else 4))
@@ -383,6 +385,7 @@ def _refusal_pairs(drugs: list[Drug], heldout: bool, templates: dict, rng: rando
                 "chosen": refusal(name),
                 "rejected": f"{rng.choice(ANSWERS[field]).format(d=name, v=fake.value(field))} (Source: "
                 f"{name.lower()}.md)",
+                "category": "refusal",
             }
         )
     return rows

@@ -226,8 +226,12 @@ def build_full_run(run: Path) -> Path:
             "rm": {
                 "finetuning": "lora",
                 "pairs": {"train": 250, "heldout": 250, "rejected": 0},
-                "heldout_before": {"accuracy": 0.5},
-                "heldout_after": {"accuracy": 0.96, "reward_length_correlation": 0.12},
+                "heldout_before": {"accuracy": 0.5, "by_category": {"refusal": {"pairs": 50, "accuracy": 0.18}}},
+                "heldout_after": {
+                    "accuracy": 0.96,
+                    "reward_length_correlation": 0.12,
+                    "by_category": {"refusal": {"pairs": 50, "accuracy": 0.84}},
+                },
                 "length_alarm": {"threshold": 0.5, "fired": False},
             },
             "grpo": {

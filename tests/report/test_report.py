@@ -43,6 +43,7 @@ def test_full_run_every_section_has_content(full_report):
     assert "0.4" in sections["mixture_search"]
     assert "93.0%" in sections["preference"] and "40.0% -&gt; 90.0%" in sections["preference"]
     assert "50.0% -&gt; 96.0%" in sections["preference"]  # the reward model's pairwise accuracy
+    assert "18.0% -&gt; 84.0%" in sections["preference"]  # ... and that of one pair category
     assert "85.0% -&gt; 95.0%" in sections["preference"] and "3 / 1" in sections["preference"]  # grpo
     assert "0.25 -&gt; 0.75" in sections["preference"] and "contains 0.07" in sections["preference"]
     assert "5.4 min" in sections["strategies"]  # the sft row's train_seconds

@@ -42,6 +42,7 @@ def test_every_preference_format_reads_to_the_same_pair(tmp_path):
         ({"instruction": "Q?", "chosen": 3, "rejected": "b"}, "must be a string"),
         ({"prompt": "Q?", "chosen": {"from": "human", "value": "a"}, "rejected": "b"}, "assistant turn"),
         ({"output": "x", "chosen": "a", "rejected": "b"}, "unknown record shape"),
+        ({"prompt": "Q?", "chosen": "a", "rejected": "b", "category": 3}, "'category' must be a string"),
         ("{not json", "invalid JSON"),
     ],
 )
@@ -53,6 +54,18 @@ def test_bad_pairs_name_file_line_and_reason(tmp_path, row, reason):
     assert "p.jsonl" in str(info.value) and ":2" in str(info.value)
     skipped = read_preferences(path, "skip")
     assert len(skipped.pairs) == 1 and skipped.rejects[0].line == 2
+
+
+def test_accuracy_is_broken_down_by_the_pairs_categories(tmp_path):
+    from domainsmith.data.preferences import accuracy_by_category
+
+    rows = [{"prompt": f"Q{i}?", "chosen": "a", "rejected": "b", "category": c} for i, c in enumerate("xxy")]
+    rows.append({"prompt": "Q3?", "chosen": "a", "rejected": "b"})  # no category: counted in no group
+    pairs = read_preferences(_write(tmp_path / "p.jsonl", rows)).pairs
+    assert [p.category for p in pairs] == ["x", "x", "y", None]
+    assert accuracy_by_category(pairs, [True, False, True, False]) == {
+        "x": {"pairs": 2, "accuracy": 0.5}, "y": {"pairs": 1, "accuracy": 1.0}}  # fmt: skip
+    assert accuracy_by_category(pairs[3:], [True]) is None
 
 
 def _project(tmp_path: Path, model: Path, stage: str) -> Path:
@@ -153,11 +166,15 @@ def _train_rm(path: Path) -> dict:
 
 def test_reward_model_learns_the_preference_without_a_length_alarm(tmp_path, tiny_model_dir):
     # Same length, opposite words: only the content tells chosen from rejected.
-    rows = [{"instruction": f"Is item {i} safe?", "chosen": f"Item {i} is safe.", "rejected": f"Item {i} is toxic."}
-            for i in range(32)]  # fmt: skip
+    rows = [{"instruction": f"Is item {i} safe?", "chosen": f"Item {i} is safe.", "rejected": f"Item {i} is toxic.",
+             "category": ("even", "odd")[i % 2]} for i in range(32)]  # fmt: skip
     metrics = _train_rm(_rm_project(tmp_path, tiny_model_dir, rows))
-    assert metrics["heldout_after"]["accuracy"] >= 0.9 and metrics["train_loss"] == metrics["train_loss"]
+    after = metrics["heldout_after"]
+    assert after["accuracy"] >= 0.9 and metrics["train_loss"] == metrics["train_loss"]
     assert not metrics["length_alarm"]["fired"]
+    groups = after["by_category"]
+    assert set(groups) <= {"even", "odd"} and sum(g["pairs"] for g in groups.values()) == after["pairs"]
+    assert sum(g["accuracy"] * g["pairs"] for g in groups.values()) == pytest.approx(after["accuracy"] * after["pairs"])
 
 
 def test_length_alarm_fires_on_a_length_biased_reward(tmp_path, tiny_model_dir):

@@ -143,4 +143,3 @@ def test_packed_sft_trains_and_rows_stay_role_pure(tmp_path, tiny_model_dir, pre
     convs = load_instruction_sources(recipe)
     examples = tokenize_conversations(tok, convs.conversations, 128, convs.roles)[0]
     assert {r["role"] for r in pack_examples(examples, 128)} == {"domain", "general"}
-

@@ -5,6 +5,8 @@ Alpaca:   {"instruction": str, "input": str?, "system": str?, "history": [[user,
 ShareGPT: {"conversations": [... ending with a human turn], "system": str?,
            "chosen": {"from": "gpt", "value": str}, "rejected": {"from": "gpt", "value": str}}
 Prompt:   {"prompt": str | [messages], "chosen": str | [assistant message], "rejected": same}  (TRL's format)
+Any of them may carry "category": str, a label that held-out accuracies are broken down by (as RewardBench does
+by subset): one overall number can hide a kind of pair that a model gets wrong every time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class PreferencePair:
     rejected: str
     source: str
     line: int
+    category: str | None = None
 
     def as_trl(self) -> dict:
         """TRL's conversational preference row."""
@@ -91,15 +94,16 @@ def _prompt(rec: dict) -> list[dict[str, str]]:
     return messages
 
 
-def parse_pair(rec: object) -> tuple[list[dict[str, str]], str, str]:
+def parse_pair(rec: object) -> tuple[list[dict[str, str]], str, str, str | None]:
     if not isinstance(rec, dict):
         raise _Malformed(f"record must be a JSON object, got {type(rec).__name__}")
     _req_str(rec, "system", optional=True)
+    category = _req_str(rec, "category", optional=True) or None
     prompt = _prompt(rec)
     chosen, rejected = _reply(rec, "chosen"), _reply(rec, "rejected")
     if chosen == rejected:
         raise _Malformed("'chosen' and 'rejected' are the same reply")
-    return prompt, chosen, rejected
+    return prompt, chosen, rejected, category
 
 
 def read_preferences(path: Path, on_bad_record: OnBadRecord = "fail") -> PreferenceRead:
@@ -107,4 +111,17 @@ def read_preferences(path: Path, on_bad_record: OnBadRecord = "fail") -> Prefere
     parsed, rejects = parse_records(path, parse_pair, on_bad_record)
     if not parsed:
         raise DataError(path, "no usable preference pairs in file")
-    return PreferenceRead([PreferencePair(*pair, str(path), line) for pair, line in parsed], rejects)
+    pairs = [PreferencePair(prompt, chosen, rejected, str(path), line, category)
+             for (prompt, chosen, rejected, category), line in parsed]  # fmt: skip
+    return PreferenceRead(pairs, rejects)
+
+
+def accuracy_by_category(pairs: list[PreferencePair], wins: list[bool]) -> dict[str, dict] | None:
+    """{category: {"pairs", "accuracy"}} over the pairs that carry one; None when none does."""
+    groups: dict[str, list[bool]] = {}
+    for pair, won in zip(pairs, wins, strict=True):
+        if pair.category is not None:
+            groups.setdefault(pair.category, []).append(won)
+    if not groups:
+        return None
+    return {name: {"pairs": len(w), "accuracy": sum(w) / len(w)} for name, w in sorted(groups.items())}

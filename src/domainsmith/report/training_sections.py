@@ -260,6 +260,20 @@ def _grpo_rows(data: RunData) -> list[list[str]]:
     return rows
 
 
+def _rm_category_rows(data: RunData) -> list[list[str]]:
+    """One row per reward-model stage and pair category, where the held-out pairs carry categories."""
+    rows = []
+    for stage, m in data.stages.items():
+        if "length_alarm" not in m or _is_rl(m):
+            continue
+        before = _dict(_dict(m.get("heldout_before")).get("by_category"))
+        for category, after in _dict(_dict(m.get("heldout_after")).get("by_category")).items():
+            accuracies = (num(_dict(before.get(category)).get("accuracy")), num(_dict(after).get("accuracy")))
+            rows.append([stage, category, fmt.integer(num(_dict(after).get("pairs"))),
+                         " -> ".join(fmt.percent(a) for a in accuracies)])  # fmt: skip
+    return rows
+
+
 def preference(data: RunData) -> Built:
     """rm, dpo and grpo stages: held-out accuracies before and after, reward hacking alarms, drift from the
     reference, and a plot of drift and reward per step."""
@@ -311,6 +325,11 @@ def preference(data: RunData) -> Built:
                 text_cols=1,
             ),  # fmt: skip
         ]
+        if category_rows := _rm_category_rows(data):
+            parts += [
+                para("By pair category (the pairs' `category` field): a category lost every time hides in the total."),
+                table(["stage", "category", "held-out pairs", "pairwise accuracy"], category_rows, text_cols=2),
+            ]
     if rows:
         parts += _dpo_parts(rows)
     if grpo_rows:

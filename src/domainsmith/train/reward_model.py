@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.preferences import PreferencePair
+from ..data.preferences import PreferencePair, accuracy_by_category
 from ..errors import DomainsmithError
 from ..precision import use_bf16
 from ..recipe import Recipe, RewardModelStage
@@ -74,12 +74,17 @@ def score_pairs(model, tokenizer, pairs: list[PreferencePair], max_len: int, bf1
     rejected = reward_scores(model, tokenizer, [ids(p, p.rejected) for p in pairs], bf16)
     lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for p in pairs for r in (p.chosen, p.rejected)]
     rewards = [r for pair in zip(chosen, rejected, strict=True) for r in pair]
-    return {
+    wins = [c > r for c, r in zip(chosen, rejected, strict=True)]
+    result = {
         "pairs": len(pairs),
-        "accuracy": sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs),
+        "accuracy": sum(wins) / len(pairs),
         "margin": sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(pairs),
         "reward_length_correlation": pearson(rewards, [float(n) for n in lengths]),
     }
+    by_category = accuracy_by_category(pairs, wins)
+    if by_category is not None:
+        result["by_category"] = by_category
+    return result
 
 
 def run_reward_model(
@@ -130,6 +135,9 @@ def run_reward_model(
         f"stage '{stage.name}': held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}; "
         f"reward-length correlation {after['reward_length_correlation']:+.2f}" + (warning if alarm else "")
     )
+    if "by_category" in after:
+        log(f"stage '{stage.name}': held-out accuracy by category: " + ", ".join(
+            f"{name} {c['accuracy']:.1%} ({c['pairs']})" for name, c in after["by_category"].items()))  # fmt: skip
     params = count_parameters(trained)  # before merging, which folds the adapters away
     state_dict = gathered_state_dict(trainer.accelerator, trainer.model_wrapped)
     if state_dict is not None and peft_config is not None:
