@@ -116,6 +116,35 @@ def test_lora_dpo_learns_the_preference_and_measures_drift(tmp_path, tiny_model_
     assert (tmp_path / "run" / "dpo" / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.parametrize("finetuning", ["lora", "full"])
+def test_orpo_learns_the_preference_without_a_reference_and_is_still_measured_against_one(
+    tmp_path, tiny_model_dir, finetuning
+):
+    stage = f"""  - type: dpo
+    loss_type: orpo
+    finetuning: {finetuning}
+    pairs: [pairs.jsonl]
+    heldout_fraction: 0.25
+    epochs: 3
+    batch_size: 4
+    learning_rate: {5.0e-3 if finetuning == "lora" else 1.0e-3}
+    precision: fp32
+    lora: {{r: 8, alpha: 16}}
+    kl: {{every: 5}}"""
+    metrics = _train(_project(tmp_path, tiny_model_dir, stage))
+    assert metrics["loss_type"] == "orpo" and metrics["steps"] == 15
+    assert metrics["train_loss"] == metrics["train_loss"]  # finite
+    before, after = metrics["heldout_before"], metrics["heldout_after"]
+    # ORPO raises the chosen reply's likelihood and pushes the rejected one's odds down: held-out items follow,
+    # measured as the log-ratio to the stage's input model.
+    assert after["implicit_reward_accuracy"] >= 0.8 and after["implicit_reward_margin"] > 0
+    assert after["loglik_accuracy"] >= before["loglik_accuracy"]
+    kl = metrics["kl"]["measured"]
+    assert [r["step"] for r in kl] == [5, 10, 15] and kl[-1]["kl_per_token"] > 0
+    artifact = "adapter/adapter_config.json" if finetuning == "lora" else "model/config.json"
+    assert (tmp_path / "run" / "dpo" / artifact).is_file()
+
+
 def test_kl_ceiling_stops_the_run_and_keeps_the_weights(tmp_path, tiny_model_dir):
     stage = """  - type: dpo
     pairs: [pairs.jsonl]

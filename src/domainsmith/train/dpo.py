@@ -6,6 +6,9 @@
   implicit-reward accuracy (beta x log-ratio to the reference, chosen above rejected) that DPO optimizes, and the
   plain log-likelihood preference of the policy (sum log p(chosen) > sum log p(rejected)), which is meaningful
   before training too (the implicit reward is zero for every reply while the policy equals its reference).
+- `loss_type: orpo` trains with ORPO (Hong et al. 2024, TRL's experimental ORPOTrainer) instead: the SFT loss on
+  the chosen reply plus `beta` times an odds-ratio penalty on the rejected one, with no reference in the loss.
+  The guards still measure against the stage's input model (with full training, a frozen copy kept for them).
 - Drift: every `kl.every` steps, the mean per-token KL(reference || policy) on the held-out prompts and chosen
   replies; over `kl.ceiling` it warns or stops the run (the weights so far are kept). Every measure goes to
   kl.jsonl and the manifest.
@@ -101,7 +104,6 @@ def run_dpo(
     log=print,
 ) -> DPOResult:
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
 
     from ..model_loading import load_causal_lm, load_tokenizer
     from .finetuning import count_parameters, lora_config
@@ -123,30 +125,36 @@ def run_dpo(
         f"prefers chosen in {before['loglik_accuracy']:.1%}")  # fmt: skip
 
     ckpt_dir = stage_dir / "checkpoints"
-    args = DPOConfig(
-        **trainer_settings(recipe, stage, ckpt_dir, bf16),
-        per_device_eval_batch_size=stage.batch_size,
-        beta=stage.beta,
-        loss_type=stage.loss_type,
-    )
+    settings = {**trainer_settings(recipe, stage, ckpt_dir, bf16), "beta": stage.beta}
     kl_sequences = _sequences(tokenizer, heldout, "chosen", stage.max_seq_len)
-    kl_guard = KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log, recipe.seed)
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=reference,
-        args=args,
-        train_dataset=Dataset.from_list([p.as_trl() for p in train_pairs]),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[*stage_callbacks(stage_dir, f"dpo:{stage.name}", show_progress), kl_guard],
-    )
+    # ORPO's trainer holds no reference, so the guards get ours (None with LoRA: the adapter switched off).
+    orpo = stage.loss_type == "orpo"
+    kl_guard = KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log, recipe.seed,
+                       reference if orpo else None)  # fmt: skip
+    common = {
+        "model": model,
+        "train_dataset": Dataset.from_list([p.as_trl() for p in train_pairs]),
+        "processing_class": tokenizer,
+        "peft_config": peft_config,
+        "callbacks": [*stage_callbacks(stage_dir, f"dpo:{stage.name}", show_progress), kl_guard],
+    }
+    if orpo:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        trainer = ORPOTrainer(args=ORPOConfig(**settings), **common)
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(**settings, per_device_eval_batch_size=stage.batch_size, loss_type=stage.loss_type)
+        trainer = DPOTrainer(ref_model=reference, args=args, **common)
     kl_guard.trainer = trainer
     output, resume, train_seconds = train_resuming(trainer, stage_dir, ckpt_dir, ("loss.jsonl", "kl.jsonl"))
     if resume:
         resumed_measures(kl_guard, stage_dir / "kl.jsonl")
 
     policy = trainer.model
-    after = preference_scores(policy, tokenizer, heldout, stage.max_seq_len, bf16, reference=trainer.ref_model)
+    after = preference_scores(policy, tokenizer, heldout, stage.max_seq_len, bf16,
+                              reference=reference if orpo else trainer.ref_model)  # fmt: skip
     log(f"stage '{stage.name}': held out after: implicit-reward accuracy {after['implicit_reward_accuracy']:.1%}, "
         f"log-likelihood prefers chosen in {after['loglik_accuracy']:.1%}")  # fmt: skip
     artifact = "adapter" if stage.finetuning == "lora" else "model"

@@ -32,7 +32,7 @@ class KLGuard(TrainerCallback):
             return
         from ..evaluate.kl_divergence import mean_token_kl
 
-        reference = self.reference if self.reference is not None else self.trainer.ref_model
+        reference = self.reference if self.reference is not None else getattr(self.trainer, "ref_model", None)
         kl = mean_token_kl(self.trainer.model, self.tokenizer, self.sequences, base_model=reference,
                            bf16=self.bf16)["kl_per_token"]  # fmt: skip
         row = {"step": state.global_step, "kl_per_token": kl}
