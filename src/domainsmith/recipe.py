@@ -359,7 +359,7 @@ class PretrainStage(_Strict):
 
 
 DPO_LOSSES = Literal["sigmoid", "ipo", "hinge", "robust", "nca_pair", "bco_pair", "sppo_hard", "aot",
-                     "apo_zero", "apo_down", "discopop", "sigmoid_norm", "orpo"]  # fmt: skip
+                     "apo_zero", "apo_down", "discopop", "sigmoid_norm", "orpo", "simpo"]  # fmt: skip
 
 
 class KLGuardSettings(_Strict):
@@ -412,11 +412,15 @@ class DPOStage(_PreferenceStage):
     type: Literal["dpo"]
     name: str = Field("dpo", description="stage name; its outputs go to <run_dir>/<name>/")
     loss_type: DPO_LOSSES = Field(
-        "sigmoid", description="sigmoid = DPO; ipo = IPO; hinge = SLiC; ... (TRL); orpo = ORPO (no reference)"
+        "sigmoid", description="sigmoid = DPO; ipo = IPO; hinge = SLiC; ... (TRL); orpo, simpo: no reference"
     )
     beta: float = Field(
-        0.1, gt=0, description="strength of the pull towards the reference; with orpo, the odds-ratio term's weight"
+        0.1,
+        gt=0,
+        description="strength of the pull towards the reference; orpo: the odds-ratio term's weight; simpo: the "
+        "reward scale (the SimPO paper uses 2-2.5)",
     )
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin")
     learning_rate: float = Field(5e-5, gt=0)
     merge: bool = Field(False, description="also write a merged full model (LoRA only)")
     kl: KLGuardSettings = Field(default_factory=KLGuardSettings)

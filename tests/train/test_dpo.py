@@ -116,12 +116,13 @@ def test_lora_dpo_learns_the_preference_and_measures_drift(tmp_path, tiny_model_
     assert (tmp_path / "run" / "dpo" / "adapter" / "adapter_config.json").is_file()
 
 
-@pytest.mark.parametrize("finetuning", ["lora", "full"])
-def test_orpo_learns_the_preference_without_a_reference_and_is_still_measured_against_one(
-    tmp_path, tiny_model_dir, finetuning
+@pytest.mark.parametrize("loss, finetuning", [("orpo", "lora"), ("orpo", "full"), ("simpo", "lora")])
+def test_reference_free_losses_learn_the_preference_and_are_still_measured_against_the_input_model(
+    tmp_path, tiny_model_dir, loss, finetuning
 ):
     stage = f"""  - type: dpo
-    loss_type: orpo
+    loss_type: {loss}
+    beta: {2.0 if loss == "simpo" else 0.1}
     finetuning: {finetuning}
     pairs: [pairs.jsonl]
     heldout_fraction: 0.25
@@ -132,11 +133,11 @@ def test_orpo_learns_the_preference_without_a_reference_and_is_still_measured_ag
     lora: {{r: 8, alpha: 16}}
     kl: {{every: 5}}"""
     metrics = _train(_project(tmp_path, tiny_model_dir, stage))
-    assert metrics["loss_type"] == "orpo" and metrics["steps"] == 15
+    assert metrics["loss_type"] == loss and metrics["steps"] == 15
     assert metrics["train_loss"] == metrics["train_loss"]  # finite
     before, after = metrics["heldout_before"], metrics["heldout_after"]
-    # ORPO raises the chosen reply's likelihood and pushes the rejected one's odds down: held-out items follow,
-    # measured as the log-ratio to the stage's input model.
+    # Both push the chosen reply's likelihood above the rejected one's: held-out items follow, measured as the
+    # log-ratio to the stage's input model.
     assert after["implicit_reward_accuracy"] >= 0.8 and after["implicit_reward_margin"] > 0
     assert after["loglik_accuracy"] >= before["loglik_accuracy"]
     kl = metrics["kl"]["measured"]

@@ -6,8 +6,9 @@
   implicit-reward accuracy (beta x log-ratio to the reference, chosen above rejected) that DPO optimizes, and the
   plain log-likelihood preference of the policy (sum log p(chosen) > sum log p(rejected)), which is meaningful
   before training too (the implicit reward is zero for every reply while the policy equals its reference).
-- `loss_type: orpo` trains with ORPO (Hong et al. 2024, TRL's experimental ORPOTrainer) instead: the SFT loss on
-  the chosen reply plus `beta` times an odds-ratio penalty on the rejected one, with no reference in the loss.
+- Reference-free losses, on TRL's experimental trainers: `orpo` (Hong et al. 2024, ORPOTrainer), the SFT loss on
+  the chosen reply plus `beta` times an odds-ratio penalty on the rejected one; `simpo` (Meng et al. 2024,
+  CPOTrainer), length-normalized log-likelihood margins scaled by `beta` against a target margin `simpo_gamma`.
   The guards still measure against the stage's input model (with full training, a frozen copy kept for them).
 - Drift: every `kl.every` steps, the mean per-token KL(reference || policy) on the held-out prompts and chosen
   replies; over `kl.ceiling` it warns or stops the run (the weights so far are kept). Every measure goes to
@@ -27,6 +28,8 @@ from ..recipe import DPOStage, Recipe
 from .kl_guard import KLGuard, resumed_measures
 from .outputs import gathered_state_dict, save_stage_outputs
 from .preference_pairs import stage_callbacks, stage_pairs, train_resuming, trainer_settings
+
+REFERENCE_FREE_LOSSES = ("orpo", "simpo")
 
 
 @dataclass
@@ -127,10 +130,10 @@ def run_dpo(
     ckpt_dir = stage_dir / "checkpoints"
     settings = {**trainer_settings(recipe, stage, ckpt_dir, bf16), "beta": stage.beta}
     kl_sequences = _sequences(tokenizer, heldout, "chosen", stage.max_seq_len)
-    # ORPO's trainer holds no reference, so the guards get ours (None with LoRA: the adapter switched off).
-    orpo = stage.loss_type == "orpo"
+    # Reference-free trainers hold no reference, so the guards get ours (None with LoRA: the adapter switched off).
+    reference_free = stage.loss_type in REFERENCE_FREE_LOSSES
     kl_guard = KLGuard(stage, tokenizer, kl_sequences, bf16, stage_dir / "kl.jsonl", log, recipe.seed,
-                       reference if orpo else None)  # fmt: skip
+                       reference if reference_free else None)  # fmt: skip
     common = {
         "model": model,
         "train_dataset": Dataset.from_list([p.as_trl() for p in train_pairs]),
@@ -138,10 +141,15 @@ def run_dpo(
         "peft_config": peft_config,
         "callbacks": [*stage_callbacks(stage_dir, f"dpo:{stage.name}", show_progress), kl_guard],
     }
-    if orpo:
+    if stage.loss_type == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
         trainer = ORPOTrainer(args=ORPOConfig(**settings), **common)
+    elif stage.loss_type == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        args = CPOConfig(**settings, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=stage.simpo_gamma)
+        trainer = CPOTrainer(args=args, **common)
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -154,7 +162,7 @@ def run_dpo(
 
     policy = trainer.model
     after = preference_scores(policy, tokenizer, heldout, stage.max_seq_len, bf16,
-                              reference=reference if orpo else trainer.ref_model)  # fmt: skip
+                              reference=reference if reference_free else trainer.ref_model)  # fmt: skip
     log(f"stage '{stage.name}': held out after: implicit-reward accuracy {after['implicit_reward_accuracy']:.1%}, "
         f"log-likelihood prefers chosen in {after['loglik_accuracy']:.1%}")  # fmt: skip
     artifact = "adapter" if stage.finetuning == "lora" else "model"
