@@ -82,3 +82,10 @@ def test_suite_kinds_validate_with_clear_errors():
     twice = {"name": "a", "path": "a.jsonl", "role": "domain"}
     with pytest.raises(RecipeError, match="unique"):
         parse_recipe({**base, "eval": {"suites": [twice, twice]}})
+
+
+def test_simpo_gamma_is_refused_with_another_loss():
+    stage = {"type": "dpo", "pairs": ["p.jsonl"], "simpo_gamma": 1.0}
+    with pytest.raises(RecipeError, match="simpo_gamma is for loss_type: simpo"):
+        parse_recipe({"name": "x", "stages": [stage]})
+    assert parse_recipe({"name": "x", "stages": [{**stage, "loss_type": "simpo"}]}).stages[0].simpo_gamma == 1.0

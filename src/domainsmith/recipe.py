@@ -429,6 +429,8 @@ class DPOStage(_PreferenceStage):
     def _merge_needs_lora(self) -> DPOStage:
         if self.merge and self.finetuning != "lora":
             raise ValueError("merge: true is for LoRA adapters")
+        if "simpo_gamma" in self.model_fields_set and self.loss_type != "simpo":
+            raise ValueError(f"simpo_gamma is for loss_type: simpo (this stage's loss_type is {self.loss_type})")
         return self
 
 
