@@ -260,12 +260,15 @@ def _grpo_rows(data: RunData) -> list[list[str]]:
     return rows
 
 
+def _reward_model_stages(data: RunData) -> list[tuple[str, dict]]:
+    """(name, metrics) of the rm stages: they have a length alarm and, unlike grpo, no sampled groups."""
+    return [(stage, m) for stage, m in data.stages.items() if "length_alarm" in m and not _is_rl(m)]
+
+
 def _rm_category_rows(data: RunData) -> list[list[str]]:
     """One row per reward-model stage and pair category, where the held-out pairs carry categories."""
     rows = []
-    for stage, m in data.stages.items():
-        if "length_alarm" not in m or _is_rl(m):
-            continue
+    for stage, m in _reward_model_stages(data):
         before = _dict(_dict(m.get("heldout_before")).get("by_category"))
         for category, after in _dict(_dict(m.get("heldout_after")).get("by_category")).items():
             accuracies = (num(_dict(before.get(category)).get("accuracy")), num(_dict(after).get("accuracy")))
@@ -295,9 +298,7 @@ def preference(data: RunData) -> Built:
             ]
         )
     rm_rows = []
-    for stage, m in data.stages.items():
-        if "length_alarm" not in m or _is_rl(m):
-            continue
+    for stage, m in _reward_model_stages(data):
         before, after, alarm = _dict(m.get("heldout_before")), _dict(m.get("heldout_after")), _dict(m["length_alarm"])
         rm_rows.append(
             [
