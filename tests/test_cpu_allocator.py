@@ -22,13 +22,28 @@ def test_off_by_default(clean_env):
     assert cpu_allocator.configure_for_training(on_cuda=False) is None
 
 
+class _RecordingLibc:
+    """Stands in for libc: a real mallopt would pin the threshold for the rest of the test process."""
+
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value.value))
+        return 1
+
+
 @glibc_only
 def test_the_environment_turns_it_on_for_cpu_training_only(clean_env):
+    libc = _RecordingLibc()
+    clean_env.setattr(cpu_allocator.ctypes, "CDLL", lambda name: libc)
     clean_env.setenv("DOMAINSMITH_CPU_MMAP_THRESHOLD", str(cpu_allocator.BOUNDED_RSS_THRESHOLD_BYTES))
     assert cpu_allocator.configure_for_training(on_cuda=False) == cpu_allocator.BOUNDED_RSS_THRESHOLD_BYTES
+    assert libc.calls == [(cpu_allocator.M_MMAP_THRESHOLD, cpu_allocator.BOUNDED_RSS_THRESHOLD_BYTES)]
     assert cpu_allocator.configure_for_training(on_cuda=True) is None
     clean_env.setenv("DOMAINSMITH_CPU_MMAP_THRESHOLD", "0")
     assert cpu_allocator.configure_for_training(on_cuda=False) is None
+    assert len(libc.calls) == 1  # neither call reached malloc
 
 
 def test_a_users_own_malloc_setting_wins(clean_env):
