@@ -326,6 +326,11 @@ class PretrainStage(_Strict):
     )
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
+    shuffle: bool = Field(
+        True,
+        description="shuffle the packed sequences each epoch (seeded); false trains them in the prepared order, "
+        "e.g. a curriculum or a mix already spread evenly over the run",
+    )
     batch_size: int = Field(8, gt=0, description="sequences per device per micro-step")
     grad_accum: int = Field(1, gt=0)
     learning_rate: float = Field(1e-4, gt=0)

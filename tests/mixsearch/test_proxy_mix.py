@@ -49,3 +49,30 @@ def test_a_smaller_share_draws_a_subset_of_a_larger_shares_documents():
     # Another seed draws in another order.
     other = Counter(mixed_documents(pool, 0.1, 1500, seed=4)[0])
     assert role(other, "domain") != role(drawn[0.1], "domain")
+
+
+def _token_counts(pool: Pool) -> dict[str, int]:
+    return {
+        doc: int(n)
+        for role in ("domain", "general")
+        for doc, n in zip(pool.train[role], pool.train_tokens[role], strict=True)
+    }
+
+
+def test_the_roles_are_blended_evenly_over_the_run():
+    pool = _pool()
+    tokens = _token_counts(pool)
+    texts, report = mixed_documents(pool, 0.2, 3000, seed=1)
+    share = report["domain"]["tokens"] / (report["domain"]["tokens"] + report["general"]["tokens"])
+    # The domain share of every quarter of the token stream stays near the run's share (a random order puts
+    # whole quarters far from it at small shares).
+    stream = np.concatenate([[t.startswith("domain")] * tokens[t] for t in texts])
+    quarters = [float(q.mean()) for q in np.array_split(stream, 4)]
+    assert all(abs(q - share) < 0.05 for q in quarters), (share, quarters)
+
+
+def test_a_role_keeps_its_draw_order_at_every_share():
+    pool = _pool()
+    small = [t for t in mixed_documents(pool, 0.1, 2000, seed=5)[0] if t.startswith("domain")]
+    large = [t for t in mixed_documents(pool, 0.6, 2000, seed=5)[0] if t.startswith("domain")]
+    assert len(small) < len(large) and large[: len(small)] == small

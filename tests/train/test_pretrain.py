@@ -129,7 +129,7 @@ def test_sigterm_writes_a_checkpoint_and_the_same_command_resumes(tmp_path, monk
 def _poison(packed: PackedData, stage: PretrainStage, cursor: int) -> PackedData:
     """Put the POISON token into one sequence of the global batch at `cursor`."""
     global_batch = stage.batch_size * stage.grad_accum
-    seq = int(_batch_indices(packed, cursor, global_batch, seed=0)[0])
+    seq = int(_batch_indices(packed, cursor, global_batch, seed=0, shuffle=True)[0])
     tokens = np.array(packed.tokens)
     tokens[seq * packed.seq_len + 3] = POISON
     return PackedData(tokens, packed.doc_starts, packed.seq_len, packed.mode)
@@ -166,7 +166,7 @@ def test_spike_guard_fires_on_a_finite_loss_spike_and_cuts_the_lr(tmp_path):
     packed = _packed(docs=1000)
     # A corrupted shard: every sequence of batch 20 is random tokens, far off the pattern the model has learned.
     tokens = np.array(packed.tokens)
-    for seq in _batch_indices(packed, 20, stage.batch_size * stage.grad_accum, seed=0):
+    for seq in _batch_indices(packed, 20, stage.batch_size * stage.grad_accum, seed=0, shuffle=stage.shuffle):
         tokens[seq * packed.seq_len : (seq + 1) * packed.seq_len] = np.random.default_rng(int(seq)).integers(
             1, 60, packed.seq_len
         )
@@ -317,3 +317,14 @@ def test_two_processes_under_accelerate_agree_on_the_loss(tmp_path, tiny_model_d
              for r in (0, 1)]  # fmt: skip
     assert len(ranks[0]) == 4 and ranks[0] == ranks[1]
     assert json.loads((stage_dir / "manifest.json").read_text())["result"]["metrics"]["processes"] == 2
+
+
+def test_without_shuffle_batches_follow_the_packed_order():
+    packed = _packed()
+    per_epoch = packed.num_sequences // 4
+    in_order = np.concatenate([_batch_indices(packed, c, 4, seed=0, shuffle=False) for c in range(per_epoch)])
+    assert in_order.tolist() == list(range(per_epoch * 4))
+    # The next epoch starts over in the same order; a shuffled run draws another order.
+    assert _batch_indices(packed, per_epoch, 4, seed=0, shuffle=False).tolist() == [0, 1, 2, 3]
+    shuffled = np.concatenate([_batch_indices(packed, c, 4, seed=0, shuffle=True) for c in range(per_epoch)])
+    assert shuffled.tolist() != in_order.tolist()

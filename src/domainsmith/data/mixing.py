@@ -63,21 +63,24 @@ def plan_mix(tokens: dict[str, np.ndarray], mix: MixSettings, seed: int) -> tupl
 def role_copies(counts: np.ndarray, target: float, rng: np.random.Generator) -> np.ndarray:
     """Copies per record so the records' tokens (`counts`) add up as close to `target` as whole records allow:
     whole repeats of every record, then a seeded random subset for the fraction."""
-    repeats = np.zeros(len(counts), dtype=np.int64)
+    return np.bincount(draw_order(counts, target, rng), minlength=len(counts)).astype(np.int64)
+
+
+def draw_order(counts: np.ndarray, target: float, rng: np.random.Generator) -> np.ndarray:
+    """The records drawn to reach `target` tokens, in draw order: every record once per whole repeat, then the
+    prefix of one seeded permutation whose token sum lands closest to the remainder. Each pass uses that same
+    permutation, so for a fixed rng a smaller target's draw is a prefix of a larger one's."""
     available = int(counts.sum())
     if target <= 0 or available == 0:
-        return repeats
+        return np.zeros(0, dtype=np.int64)
     whole = math.floor(target / available)
-    repeats += whole
     remainder = target - whole * available
     order = rng.permutation(len(counts))
     sums = np.concatenate([[0], np.cumsum(counts[order])])  # sums[k]: tokens of the first k records
-    # Take the prefix whose token sum lands closest to the remainder.
     k = min(int(np.searchsorted(sums, remainder)), len(order))
     if k > 0 and abs(sums[k - 1] - remainder) <= abs(sums[k] - remainder):
         k -= 1
-    repeats[order[:k]] += 1
-    return repeats
+    return np.concatenate([np.tile(order, whole), order[:k]]).astype(np.int64)
 
 
 def mix_guidance(domain_share: float, kinds: set[str]) -> list[str]:

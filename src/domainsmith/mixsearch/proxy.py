@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.mixing import role_copies
+from ..data.mixing import draw_order
 from ..errors import DomainsmithError
 from ..precision import use_bf16
 from ..recipe import MixSearchSettings, PretrainStage, Recipe
@@ -30,33 +30,39 @@ def proxy_stage(recipe: Recipe, settings: MixSearchSettings) -> PretrainStage:
     else:
         base = next((s for s in recipe.stages if isinstance(s, PretrainStage) and s.type == "cpt"), None)
     stage = base or PretrainStage(type="cpt")
-    return stage.model_copy(update={"name": "proxy", "epochs": 1.0, "max_steps": None, "merge": False})
+    # One pass in the blended order that mixed_documents lays out.
+    return stage.model_copy(
+        update={"name": "proxy", "epochs": 1.0, "max_steps": None, "merge": False, "shuffle": False}
+    )
 
 
 def mixed_documents(pool: Pool, ratio: float, budget: int, seed: int) -> tuple[list[str], dict]:
-    """`budget` training tokens, `ratio` of them domain: each role's documents repeated or subsampled to its share,
-    then shuffled together so every packed sequence can hold both roles.
+    """`budget` training tokens, `ratio` of them domain, in training order: each role's documents repeated or
+    subsampled to its share, then blended so both roles run evenly through the whole run.
 
-    The subsample is nested: a role's documents are drawn in one seeded order that does not depend on the share, so
-    a smaller share's documents are a subset of a larger one's. Shares then differ in how much of each role a run
-    sees, not in which documents it drew (common random numbers); other seeds draw other orders, which is what the
-    run-to-run spread measures. (On the demo this did not narrow that spread: the order in which the documents
-    arrive matters as much; README.)"""
-    texts: list[str] = []
+    The draw is nested: a role's documents are drawn in one seeded order that does not depend on the share, so a
+    smaller share's documents are a prefix of a larger one's (common random numbers). The blend places every
+    document at the middle of its span in its own role's stream, as a fraction of that stream, and trains in that
+    order (the proxy stage does not shuffle): every stretch of the run holds about `ratio` domain tokens, and a
+    document's place in the schedule moves smoothly with the share. With a random order, where the few domain
+    documents of a small share happened to land (early, at the peak learning rate, or late) moved the domain loss
+    as much as which documents they were (README). Other seeds draw other orders: the run-to-run spread."""
+    placed: list[tuple[float, int, str]] = []
     report = {}
     for index, role in enumerate(ROLES):
         share = ratio if role == "domain" else 1 - ratio
         counts = pool.train_tokens[role]
-        copies = role_copies(counts, budget * share, np.random.default_rng([seed, index]))
-        for doc, n in zip(pool.train[role], copies, strict=True):
-            texts.extend([doc] * int(n))
-        report[role] = {"tokens": int((copies * counts).sum()), "repeats": round(float(copies.sum() / len(counts)), 3)}
+        drawn = draw_order(counts, budget * share, np.random.default_rng([seed, index]))
+        lengths = counts[drawn]
+        total = int(lengths.sum())
+        middles = (np.cumsum(lengths) - lengths / 2) / max(total, 1)
+        placed.extend((float(m), index, pool.train[role][d]) for m, d in zip(middles, drawn, strict=True))
+        report[role] = {"tokens": total, "repeats": round(len(drawn) / len(counts), 3)}
     total = sum(r["tokens"] for r in report.values())
     for role in ROLES:
         report[role]["share"] = round(report[role]["tokens"] / total, 4) if total else 0.0
-    # The interleaving has its own stream (tagged past the role indices), and it may differ per share.
-    order = np.random.default_rng([seed, round(ratio * 10_000), len(ROLES)]).permutation(len(texts))
-    return [texts[i] for i in order], report
+    placed.sort(key=lambda item: item[:2])
+    return [text for _, _, text in placed], report
 
 
 def validation_losses(model, tokenizer, pool: Pool, max_length: int, bf16: bool) -> dict[str, float]:

@@ -170,7 +170,9 @@ def mix_search(
         "stage": stage.model_dump(mode="json"),
         "budget": budget,
         "seed": recipe.seed,
-        "sampling": "nested",  # mixed_documents draws each role in one order across shares (older runs did not)
+        # mixed_documents draws each role in one order across shares and blends the roles evenly over the run
+        # (older runs drew the same nested orders, then shuffled the packed sequences)
+        "sampling": "nested, blended",
     }
     for role, s in pool.summary.items():
         log(f"pool: {role} {s['train_documents']:,} training documents ({s['train_tokens']:,} tokens), "

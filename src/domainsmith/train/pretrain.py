@@ -41,11 +41,15 @@ class PretrainResult:
     metrics: dict
 
 
-def _batch_indices(packed: PackedData, cursor: int, global_batch: int, seed: int) -> np.ndarray:
-    """The sequences of global batch number `cursor`: epoch-wise seeded permutations, last partial batch dropped."""
+def _batch_indices(packed: PackedData, cursor: int, global_batch: int, seed: int, shuffle: bool) -> np.ndarray:
+    """The sequences of global batch number `cursor`: epoch-wise seeded permutations (or the packed order), last
+    partial batch dropped."""
     per_epoch = packed.num_sequences // global_batch
     epoch, within = divmod(cursor, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(packed.num_sequences)
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(packed.num_sequences)
+    else:
+        order = np.arange(packed.num_sequences)
     return order[within * global_batch : (within + 1) * global_batch]
 
 
@@ -188,7 +192,7 @@ def train_packed(
     rank = accelerator.process_index
     with _Sigterm() as sigterm, progress as bar, contextlib.closing(logs):
         while state["step"] < total:
-            batch_ids = _batch_indices(packed, state["cursor"], global_batch, seed)
+            batch_ids = _batch_indices(packed, state["cursor"], global_batch, seed, stage.shuffle)
             model.train()
             # The LR is set before the micro-batches: under DeepSpeed the engine steps inside the last backward.
             multiplier = lr_multiplier(state["step"], total, warmup, stage.schedule, stage.min_lr_ratio,
