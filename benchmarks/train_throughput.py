@@ -70,8 +70,8 @@ def _ours(limit: int | None) -> dict:
         result = run_sft(recipe, recipe.stages[0], path, Path(tmp) / "sft", show_progress=False)
     m = result.metrics
     return {"train_seconds": m["train_seconds"], "tokens": stats.tokens, "examples": stats.examples,
-            "steps": m["steps"], "rows": m["packed_rows"], "precision": m["precision"],
-            "parameters": m["parameters"]["total"]}  # fmt: skip
+            "steps": m["steps"], "rows": m["packed_rows"], "attention": m["packed_attention"],
+            "precision": m["precision"], "parameters": m["parameters"]["total"]}  # fmt: skip
 
 
 def _baseline(limit: int | None) -> dict:

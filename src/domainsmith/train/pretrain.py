@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import DomainsmithError
 from ..files import atomic_write_text
 from .checkpoints import checkpoint_dirs, load_checkpoint, save_checkpoint
+from .document_attention import document_attention
 from .packing import PackedData, collate
 from .schedules import lr_multiplier
 from .spike_guard import SpikeGuard
@@ -190,7 +191,9 @@ def train_packed(
     tokens_at_start = state["tokens"]
     progress = _progress(show_progress and accelerator.is_main_process, stage.name, total, state["step"])
     rank = accelerator.process_index
-    with _Sigterm() as sigterm, progress as bar, contextlib.closing(logs):
+    # Document packing on CPU: attention per document instead of a dense block-diagonal mask over the row.
+    per_document = document_attention(accelerator.unwrap_model(model), enabled=packed.mode == "document")
+    with _Sigterm() as sigterm, progress as bar, contextlib.closing(logs), per_document:
         while state["step"] < total:
             batch_ids = _batch_indices(packed, state["cursor"], global_batch, seed, stage.shuffle)
             model.train()

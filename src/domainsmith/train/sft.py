@@ -24,6 +24,7 @@ from ..recipe import PROMPT_METHODS, Recipe, SFTStage
 from .callbacks import JsonlLossLogger, RichProgress
 from .collate import PadCollator
 from .cpu_allocator import configure_for_training
+from .document_attention import document_attention
 from .finetuning import count_parameters, prepare_trainable
 from .outputs import gathered_state_dict, save_stage_outputs
 from .sft_packing import PackedCollator, pack_examples
@@ -136,7 +137,9 @@ def run_sft(
     if resume is not None:
         _drop_logged_steps_after(stage_dir / "loss.jsonl", int(Path(resume).name.rsplit("-", 1)[-1]))
     started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume)
+    # Packed rows on CPU: attention per example instead of a dense block-diagonal mask over the row.
+    with document_attention(model, enabled=stage.packing) as per_document:
+        output = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - started
 
     artifact = "adapter" if stage.finetuning in ("lora", *PROMPT_METHODS) else "model"
@@ -150,6 +153,7 @@ def run_sft(
         "parameters": params,
         "data": {"sources": sources.per_source, "rejected": len(sources.rejects), **tok_stats.as_dict()},
         "packed_rows": len(dataset) if stage.packing else None,
+        "packed_attention": ("per example" if per_document else "block-diagonal mask") if stage.packing else None,
         "train_loss": output.training_loss,
         "steps": output.global_step,
         "resumed_from": resume,

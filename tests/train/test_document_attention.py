@@ -1,0 +1,61 @@
+"""Per-document attention on packed rows: the same logits and gradients as transformers' masked sdpa path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import domainsmith.train.document_attention as document_attention_module
+from domainsmith.model_loading import load_causal_lm
+from domainsmith.train.document_attention import NAME, document_attention, document_spans
+from domainsmith.train.sft_packing import PackedCollator
+
+
+def _packed_batch(pad_token_id: int) -> dict:
+    # Two rows: three documents and padding, and one document that starts mid-way (a row cut inside it).
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for lengths, first in (([5, 9, 3], 0), ([14], 37)):
+        ids = torch.randint(5, 500, (sum(lengths),), generator=gen).tolist()
+        positions = [p for n in lengths for p in range(n)]
+        positions = [p + first for p in positions] if first else positions
+        rows.append({"input_ids": ids, "labels": ids, "position_ids": positions})
+    return PackedCollator(pad_token_id)(rows)
+
+
+def test_document_spans_split_where_positions_restart():
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0], [7, 8, 9, 10, 0, 1]])
+    assert document_spans(positions) == [[(0, 3), (3, 5), (5, 6)], [(0, 4), (4, 6)]]
+
+
+@pytest.mark.parametrize("math_max_tokens", [512, 4])  # 4: the longer documents take the flash kernel
+def test_per_document_attention_matches_the_masked_path(tiny_model_dir, monkeypatch, math_max_tokens):
+    monkeypatch.setattr(document_attention_module, "MATH_MAX_TOKENS", math_max_tokens)
+    model = load_causal_lm(str(tiny_model_dir), trainable=True)
+    batch = _packed_batch(model.config.pad_token_id)
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+
+    def logits_and_grads():
+        model.zero_grad()
+        logits = model(**inputs).logits
+        (logits.float().square().mean()).backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    masked, masked_grads = logits_and_grads()
+    with document_attention(model) as switched:
+        assert switched and model.config._attn_implementation == NAME
+        per_document, grads = logits_and_grads()
+    assert model.config._attn_implementation == "sdpa"  # restored
+    torch.testing.assert_close(per_document, masked, atol=1e-5, rtol=1e-4)
+    assert grads.keys() == masked_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], masked_grads[name], atol=1e-6, rtol=1e-3)
+
+
+def test_other_implementations_are_left_alone(tiny_model_dir):
+    model = load_causal_lm(str(tiny_model_dir))
+    model.config._attn_implementation = "eager"
+    with document_attention(model) as switched:
+        assert not switched and model.config._attn_implementation == "eager"
+    with document_attention(load_causal_lm(str(tiny_model_dir)), enabled=False) as switched:
+        assert not switched
