@@ -59,3 +59,20 @@ def test_other_implementations_are_left_alone(tiny_model_dir):
         assert not switched and model.config._attn_implementation == "eager"
     with document_attention(load_causal_lm(str(tiny_model_dir)), enabled=False) as switched:
         assert not switched
+
+
+def test_inputs_other_than_packed_rows_go_to_plain_sdpa():
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from domainsmith.train.document_attention import document_sdpa_forward
+
+    module = SimpleNamespace(training=False, is_causal=True, num_key_value_groups=1)
+    q, k, v = (torch.randn(1, 2, 6, 8) for _ in range(3))
+    restarting = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    plain = sdpa_attention_forward(module, q, k, v, None)[0]
+    per_document = document_sdpa_forward(module, q, k, v, None, position_ids=restarting)[0]
+    assert not torch.allclose(per_document, plain)  # two documents: the second no longer sees the first
+    # Positions for other tokens than the query's (a cache, virtual tokens): the plain causal path.
+    torch.testing.assert_close(document_sdpa_forward(module, q, k, v, None, position_ids=restarting[:, :4])[0], plain)

@@ -45,7 +45,9 @@ def document_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     position_ids = kwargs.get("position_ids")
-    if position_ids is None or attention_mask is not None or query.shape[2] != key.shape[2] or query.shape[2] < 2:
+    tokens = query.shape[2]
+    # Anything but a packed training row (a cache, a mask, positions for other tokens) goes to transformers' sdpa.
+    if position_ids is None or attention_mask is not None or key.shape[2] != tokens or position_ids.shape[-1] != tokens:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
