@@ -13,6 +13,7 @@ hands: batch k of the run is a pure function of (seed, k), so a checkpoint store
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import shutil
@@ -47,11 +48,17 @@ def _batch_indices(packed: PackedData, cursor: int, global_batch: int, seed: int
     partial batch dropped."""
     per_epoch = packed.num_sequences // global_batch
     epoch, within = divmod(cursor, per_epoch)
-    if shuffle:
-        order = np.random.default_rng([seed, epoch]).permutation(packed.num_sequences)
-    else:
-        order = np.arange(packed.num_sequences)
-    return order[within * global_batch : (within + 1) * global_batch]
+    start, stop = within * global_batch, (within + 1) * global_batch
+    if not shuffle:
+        return np.arange(start, stop)
+    return _epoch_order(packed.num_sequences, seed, epoch)[start:stop].copy()  # a copy: the cached order stays put
+
+
+@functools.lru_cache(maxsize=1)
+def _epoch_order(num_sequences: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's seeded order, drawn once per epoch rather than at every step (a large corpus packs into
+    millions of sequences)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_sequences)
 
 
 def _param_groups(model, stage) -> list[dict]:
