@@ -28,9 +28,9 @@ def test_document_spans_split_where_positions_restart():
     assert document_spans(positions) == [[(0, 3), (3, 5), (5, 6)], [(0, 4), (4, 6)]]
 
 
-@pytest.mark.parametrize("math_max_tokens", [512, 4])  # 4: the longer documents take the flash kernel
-def test_per_document_attention_matches_the_masked_path(tiny_model_dir, monkeypatch, math_max_tokens):
-    monkeypatch.setattr(document_attention_module, "MATH_MAX_TOKENS", math_max_tokens)
+@pytest.mark.parametrize("scores_max_tokens", [512, 4])  # 4: the longer documents take the flash kernel
+def test_per_document_attention_matches_the_masked_path(tiny_model_dir, monkeypatch, scores_max_tokens):
+    monkeypatch.setattr(document_attention_module, "SCORES_MAX_TOKENS", scores_max_tokens)
     model = load_causal_lm(str(tiny_model_dir), trainable=True)
     batch = _packed_batch(model.config.pad_token_id)
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
@@ -76,3 +76,22 @@ def test_inputs_other_than_packed_rows_go_to_plain_sdpa():
     assert not torch.allclose(per_document, plain)  # two documents: the second no longer sees the first
     # Positions for other tokens than the query's (a cache, virtual tokens): the plain causal path.
     torch.testing.assert_close(document_sdpa_forward(module, q, k, v, None, position_ids=restarting[:, :4])[0], plain)
+
+
+def test_bf16_documents_keep_bf16_and_stay_close_to_fp32():
+    from types import SimpleNamespace
+
+    from domainsmith.train.document_attention import document_sdpa_forward
+
+    module = SimpleNamespace(training=False, is_causal=True, num_key_value_groups=2)
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 9, 16, generator=gen)
+    k, v = (torch.randn(1, 2, 9, 16, generator=gen) for _ in range(2))  # grouped-query: 2 key/value heads
+    positions = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4]])
+    reference = document_sdpa_forward(module, q, k, v, None, position_ids=positions)[0]
+    low = document_sdpa_forward(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), None, position_ids=positions)[0]
+    assert low.dtype == torch.bfloat16 and low.shape == (1, 9, 4, 16)
+    torch.testing.assert_close(low.float(), reference, atol=3e-2, rtol=3e-2)
+    # The first document's tokens see only the first document: the same output as that document alone.
+    alone = document_sdpa_forward(module, q[:, :, :4], k[:, :, :4], v[:, :, :4], None, position_ids=positions[:, :4])
+    torch.testing.assert_close(reference[:, :4], alone[0])

@@ -3,18 +3,22 @@
 A packed row holds several documents whose position ids restart at each one. transformers' `sdpa` path turns that
 into a dense block-diagonal mask, and with a mask SDPA's CPU kernels compute every query-key block of the row:
 a row of n documents of length L costs (nL)^2 scores where n*L^2 are needed (on the demo's SFT rows, 3.7 examples
-of 139 tokens in 512, about 4x the work). `sdpa_documents` instead calls causal SDPA once per document, with no
-mask, so the kernel does only what each document needs. Documents up to MATH_MAX_TOKENS long go to SDPA's math
-kernel: on CPU the flash kernel's backward costs about 4x its forward on such short inputs, and the math kernel's
-scores (heads x L^2 per document, kept for the backward) stay at most heads x row x MATH_MAX_TOKENS per row. On the
-demo's packed LoRA SFT step this cut the step time by about 18% (the per-document flash kernel: 6%; benchmarks/).
+of 139 tokens in 512, about 4x the work). `sdpa_documents` instead attends within each document, with no mask,
+so only what each document needs is computed. Documents up to SCORES_MAX_TOKENS long write their scores out, as
+transformers' eager attention does (bf16 matmuls, fp32 softmax): on CPU, SDPA's math kernel upcasts bf16 inputs to
+fp32 matmuls (a quarter of the bf16 rate here) and its flash kernel's backward costs about 4x its forward on such
+short inputs. Their scores (heads x L^2 per document, kept for the backward) stay at most heads x row x
+SCORES_MAX_TOKENS per row; longer documents take SDPA's flash kernel. On the demo's packed LoRA SFT step, attending
+per document with SDPA's math kernel cut the step time by about 18% (its flash kernel: 6%), and writing the scores
+out by another 14% (benchmarks/).
 On GPUs, FlashAttention-2's varlen kernels do the same from the same position ids; select them with the model's
 attn_implementation where installed.
 
 The implementation is registered with transformers' AttentionInterface and switched on only around training on
 packed rows (`document_attention`). It receives no attention mask (transformers builds none for an implementation
 without a mask function), so it must only see rows whose padding comes last, as the packed collators make them.
-Exact: logits and gradients equal the masked sdpa path's (tests).
+Logits and gradients equal the masked sdpa path's (tests, fp32; in bf16 they differ by the rounding of the
+scores, as eager attention's do).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import contextlib
 
 NAME = "sdpa_documents"
-MATH_MAX_TOKENS = 512  # longer documents use the flash kernel (its memory stays linear in length)
+SCORES_MAX_TOKENS = 512  # longer documents use the flash kernel (its memory stays linear in length)
 
 
 def document_spans(position_ids) -> list[list[tuple[int, int]]]:
@@ -57,17 +61,35 @@ def document_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     dropout = dropout if module.training else 0.0
 
-    def attend(b: int, s: int, e: int):
-        backends = [SDPBackend.MATH] if e - s <= MATH_MAX_TOKENS else [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
-        with sdpa_kernel(backends):
-            return F.scaled_dot_product_attention(
-                query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
-                dropout_p=dropout, is_causal=e - s > 1, scale=scaling,
-            )  # fmt: skip
+    def attend(q, k, v):
+        if q.shape[-2] > SCORES_MAX_TOKENS:
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling)
+        return _explicit_causal_attention(q, k, v, dropout, scaling)
 
+    # unbind and split, not indexing: their backward is one stack / cat per row, where a slice's backward writes
+    # each document's gradient into a zero-filled copy of the whole tensor and sums the copies.
     spans = document_spans(position_ids.expand(query.shape[0], -1))
-    rows = [torch.cat([attend(b, s, e) for s, e in row], dim=2) for b, row in enumerate(spans)]
-    return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
+    rows = []
+    for q, k, v, row in zip(query.unbind(0), key.unbind(0), value.unbind(0), spans, strict=True):
+        sizes = [e - s for s, e in row]
+        parts = zip(q.split(sizes, dim=1), k.split(sizes, dim=1), v.split(sizes, dim=1), strict=True)
+        rows.append(torch.cat([attend(*part) for part in parts], dim=1))
+    return torch.stack(rows).transpose(1, 2).contiguous(), None
+
+
+def _explicit_causal_attention(q, k, v, dropout: float, scaling: float | None):
+    """Causal attention with the scores written out, as transformers' eager attention computes it: matmuls in the
+    inputs' dtype, the softmax in fp32. SDPA's math kernel instead upcasts bf16 inputs to fp32 for the matmuls."""
+    import torch
+    import torch.nn.functional as F
+
+    length = q.shape[-2]
+    scale = q.shape[-1] ** -0.5 if scaling is None else scaling
+    causal = torch.full((length, length), float("-inf"), device=q.device).triu(1)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale + causal
+    weights = F.dropout(torch.softmax(scores, dim=-1, dtype=torch.float32), p=dropout, training=dropout > 0)
+    return torch.matmul(weights.to(v.dtype), v)
 
 
 def _register() -> None:
