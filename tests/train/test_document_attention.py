@@ -95,3 +95,20 @@ def test_bf16_documents_keep_bf16_and_stay_close_to_fp32():
     # The first document's tokens see only the first document: the same output as that document alone.
     alone = document_sdpa_forward(module, q[:, :, :4], k[:, :, :4], v[:, :, :4], None, position_ids=positions[:, :4])
     torch.testing.assert_close(reference[:, :4], alone[0])
+
+
+def test_documents_longer_than_the_scores_limit_take_the_flash_kernel(monkeypatch):
+    from types import SimpleNamespace
+
+    from torch.profiler import profile
+
+    from domainsmith.train.document_attention import document_sdpa_forward
+
+    monkeypatch.setattr(document_attention_module, "SCORES_MAX_TOKENS", 4)
+    module = SimpleNamespace(training=False, is_causal=True, num_key_value_groups=1)
+    q, k, v = (torch.randn(1, 2, 9, 8) for _ in range(3))
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2]])  # 6 tokens (flash), then 3 (scores written out)
+    with profile() as prof:
+        document_sdpa_forward(module, q, k, v, None, position_ids=positions)
+    kernels = [e.name for e in prof.events() if "scaled_dot_product" in e.name]
+    assert any("flash" in name for name in kernels), kernels

@@ -62,9 +62,11 @@ def document_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0
     dropout = dropout if module.training else 0.0
 
     def attend(q, k, v):
-        if q.shape[-2] > SCORES_MAX_TOKENS:
+        if q.shape[-2] > SCORES_MAX_TOKENS:  # the fused kernels take (batch, heads, tokens, dim) only
             with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
-                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling)
+                out = F.scaled_dot_product_attention(q[None], k[None], v[None], dropout_p=dropout, is_causal=True,
+                                                     scale=scaling)  # fmt: skip
+            return out[0]
         return _explicit_causal_attention(q, k, v, dropout, scaling)
 
     # unbind and split, not indexing: their backward is one stack / cat per row, where a slice's backward writes
