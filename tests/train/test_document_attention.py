@@ -42,9 +42,15 @@ def test_per_document_attention_matches_the_masked_path(tiny_model_dir, monkeypa
         return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     masked, masked_grads = logits_and_grads()
+    calls = []
+    explicit = document_attention_module._explicit_causal_attention
+    monkeypatch.setattr(
+        document_attention_module, "_explicit_causal_attention", lambda *a: calls.append(1) or explicit(*a)
+    )
     with document_attention(model) as switched:
         assert switched and model.config._attn_implementation == NAME
         per_document, grads = logits_and_grads()
+    assert calls  # the per-document path ran (with the 4-token limit, for the short documents only)
     assert model.config._attn_implementation == "sdpa"  # restored
     torch.testing.assert_close(per_document, masked, atol=1e-5, rtol=1e-4)
     assert grads.keys() == masked_grads.keys()
@@ -57,6 +63,14 @@ def test_other_implementations_are_left_alone(tiny_model_dir):
     model.config._attn_implementation = "eager"
     with document_attention(model) as switched:
         assert not switched and model.config._attn_implementation == "eager"
+    # Sliding-window layers (Mistral-style, or per layer type) and soft-capped logits keep the masked path.
+    for window in ({"sliding_window": 4096}, {"layer_types": ["full_attention", "sliding_attention"]},
+                   {"attn_logit_softcapping": 50.0}):  # fmt: skip
+        windowed = load_causal_lm(str(tiny_model_dir))
+        for key, value in window.items():
+            setattr(windowed.config, key, value)
+        with document_attention(windowed) as switched:
+            assert not switched and windowed.config._attn_implementation == "sdpa"
     with document_attention(load_causal_lm(str(tiny_model_dir)), enabled=False) as switched:
         assert not switched
 
@@ -74,6 +88,8 @@ def test_inputs_other_than_packed_rows_go_to_plain_sdpa():
     plain = sdpa_attention_forward(module, q, k, v, None)[0]
     per_document = document_sdpa_forward(module, q, k, v, None, position_ids=restarting)[0]
     assert not torch.allclose(per_document, plain)  # two documents: the second no longer sees the first
+    with pytest.raises(RuntimeError, match="sliding_window"):  # never dropped silently
+        document_sdpa_forward(module, q, k, v, None, position_ids=restarting, sliding_window=4)
     # Positions for other tokens than the query's (a cache, virtual tokens): the plain causal path.
     torch.testing.assert_close(document_sdpa_forward(module, q, k, v, None, position_ids=restarting[:, :4])[0], plain)
 

@@ -56,13 +56,18 @@ def document_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)  # fmt: skip
+    unsupported = [k for k in ("sliding_window", "softcap", "s_aux") if kwargs.get(k) is not None]
+    if unsupported:  # `document_attention` does not switch such models; never drop these silently
+        raise RuntimeError(f"per-document attention does not implement {', '.join(unsupported)}")
     groups = query.shape[1] // key.shape[1]  # grouped-query attention: each key/value head serves `groups` heads
     if groups > 1:
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     dropout = dropout if module.training else 0.0
 
     def attend(q, k, v):
-        if q.shape[-2] > SCORES_MAX_TOKENS:  # the fused kernels take (batch, heads, tokens, dim) only
+        # The fused kernels take (batch, heads, tokens, dim) only. With attention dropout in training the CPU flash
+        # kernel is unavailable and SDPA falls back to its math kernel (scores quadratic in length).
+        if q.shape[-2] > SCORES_MAX_TOKENS:
             with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
                 out = F.scaled_dot_product_attention(q[None], k[None], v[None], dropout_p=dropout, is_causal=True,
                                                      scale=scaling)  # fmt: skip
@@ -81,8 +86,9 @@ def document_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0
 
 
 def _explicit_causal_attention(q, k, v, dropout: float, scaling: float | None):
-    """Causal attention with the scores written out, as transformers' eager attention computes it: matmuls in the
-    inputs' dtype, the softmax in fp32. SDPA's math kernel instead upcasts bf16 inputs to fp32 for the matmuls."""
+    """Causal attention with the scores written out, much as transformers' eager attention computes it: matmuls
+    in the inputs' dtype, scale, mask and softmax in fp32. SDPA's math kernel instead upcasts bf16 inputs to fp32
+    for the matmuls."""
     import torch
     import torch.nn.functional as F
 
@@ -100,6 +106,16 @@ def _register() -> None:
     AttentionInterface.register(NAME, document_sdpa_forward)
 
 
+def _windowed_or_capped(config) -> bool:
+    """Sliding-window layers or attention-logit soft-capping: what the per-document path does not implement."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        windowed = any(kind != "full_attention" for kind in layer_types)
+    else:
+        windowed = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    return bool(windowed) or getattr(config, "attn_logit_softcapping", None) is not None
+
+
 def _config_of(model):
     """The transformers config whose attention implementation the decoder layers read (through PEFT wrappers)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -113,6 +129,9 @@ def document_attention(model, enabled: bool = True):
     config = _config_of(model)
     device = next(model.parameters()).device
     if not enabled or config is None or config._attn_implementation != "sdpa" or device.type != "cpu":
+        yield False
+        return
+    if _windowed_or_capped(config):  # their masks / logit caps stay with transformers' masked sdpa path
         yield False
         return
     _register()

@@ -139,9 +139,10 @@ def run_sft(
     started = time.time()
     from peft.helpers import disable_input_dtype_casting
 
-    # Packed rows on CPU: attention per example instead of a dense block-diagonal mask over the row. Under bf16
-    # autocast, PEFT's cast of each LoRA layer's bf16 input to the adapter's fp32 is undone by autocast at once: a
-    # copy there and back per layer (about 2% of a packed step on CPU), skipped: the adapter runs in bf16 either way.
+    # Packed rows on CPU: attention per example instead of a dense block-diagonal mask over the row. Under the
+    # Trainer's bf16 autocast (around every forward it runs), PEFT's cast of each LoRA layer's bf16 input to the
+    # adapter's fp32 is undone by autocast at once: a copy there and back per layer (about 2% of a packed step on
+    # CPU), skipped: the adapter runs in bf16 either way. (DeepSpeed's bf16 holds the adapter in bf16 already.)
     no_input_cast = bf16 and stage.finetuning == "lora"
     with (
         document_attention(model, enabled=stage.packing) as per_document,
