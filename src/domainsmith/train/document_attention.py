@@ -10,7 +10,7 @@ fp32 matmuls (a quarter of the bf16 rate here) and its flash kernel's backward c
 short inputs. Their scores (heads x L^2 per document, kept for the backward) stay at most heads x row x
 SCORES_MAX_TOKENS per row; longer documents take SDPA's flash kernel. On the demo's packed LoRA SFT step, attending
 per document with SDPA's math kernel cut the step time by about 18% (its flash kernel: 6%), and writing the scores
-out by another 14% (benchmarks/).
+out by another 14% (one-off profiles; benchmarks/train_throughput.py measures the whole SFT stage).
 On GPUs, FlashAttention-2's varlen kernels do the same from the same position ids; select them with the model's
 attn_implementation where installed.
 
@@ -125,13 +125,18 @@ def _config_of(model):
 @contextlib.contextmanager
 def document_attention(model, enabled: bool = True):
     """Within the block, `model` (sdpa on CPU) attends per document; outside it, as it was. A no-op elsewhere:
-    another implementation was chosen, or the model is on a GPU."""
+    another implementation was chosen, the model is on a GPU, or it has sliding-window layers or soft-capped
+    attention logits."""
     config = _config_of(model)
     device = next(model.parameters()).device
-    if not enabled or config is None or config._attn_implementation != "sdpa" or device.type != "cpu":
-        yield False
-        return
-    if _windowed_or_capped(config):  # their masks / logit caps stay with transformers' masked sdpa path
+    # Sliding windows and logit caps stay with transformers' masked sdpa path, which implements them.
+    if (
+        not enabled
+        or config is None
+        or config._attn_implementation != "sdpa"
+        or device.type != "cpu"
+        or _windowed_or_capped(config)
+    ):
         yield False
         return
     _register()
