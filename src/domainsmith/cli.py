@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import JsonOpt, err, log, out, print_json, quiet_libraries, user_errors
+from .cli_compare import compare
 from .cli_data import data_app
 from .cli_kb import kb_app
 from .cli_mix import mix_app
@@ -24,6 +25,7 @@ app.add_typer(kb_app, name="kb")
 app.add_typer(data_app, name="data")
 app.add_typer(mix_app, name="mix")
 app.command("report")(report)
+app.command("compare")(compare)
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML")]
 BadOpt = Annotated[

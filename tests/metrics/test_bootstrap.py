@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from domainsmith.evaluate.bootstrap import paired_bootstrap, paired_item_scores
+from domainsmith.evaluate.bootstrap import cluster_bootstrap, paired_bootstrap, paired_item_scores
 
 
 def _paired_bernoulli(rng, n: int, p_before: float, p_after: float) -> tuple[np.ndarray, np.ndarray]:
@@ -90,3 +90,41 @@ def test_paired_item_scores_align_by_id():
         [0.5],
         [0.75],
     )
+
+
+def test_cluster_bootstrap_with_one_unit_per_cluster_is_the_paired_bootstrap():
+    rng = np.random.default_rng(7)
+    before, after = _paired_bernoulli(rng, 150, 0.4, 0.5)
+    paired = paired_bootstrap(before, after, n_resamples=3000, seed=3)
+    clustered = cluster_bootstrap(after - before, np.ones(150), n_resamples=3000, seed=3)
+    assert clustered["clusters"] == clustered["n"] == 150
+    assert clustered["diff"] == pytest.approx(paired["diff"])
+    assert clustered["ci95"] == pytest.approx(paired["ci95"])
+    assert clustered["p_value"] == pytest.approx(paired["p_value"])
+
+
+def test_cluster_bootstrap_is_wider_when_a_cluster_repeats_the_same_evidence():
+    # Three runs that change exactly the same items: 3x the pairs, but no more information than one run.
+    rng = np.random.default_rng(11)
+    before, after = _paired_bernoulli(rng, 200, 0.3, 0.36)
+    one_run = paired_bootstrap(before, after, n_resamples=4000, seed=0)
+    as_pairs = paired_bootstrap(np.tile(before, 3), np.tile(after, 3), n_resamples=4000, seed=0)
+    clustered = cluster_bootstrap(3 * (after - before), np.full(200, 3.0), n_resamples=4000, seed=0)
+    width = lambda r: r["ci95"][1] - r["ci95"][0]  # noqa: E731
+    assert clustered["diff"] == pytest.approx(as_pairs["diff"]) == pytest.approx(one_run["diff"])
+    assert width(clustered) == pytest.approx(width(one_run), rel=0.15)
+    assert width(as_pairs) < 0.7 * width(clustered)  # ~1/sqrt(3): pooling copies overstates the evidence
+
+
+def test_cluster_bootstrap_ratio_weights_clusters_by_their_size():
+    result = cluster_bootstrap([2.0, -1.0], [4.0, 1.0], n_resamples=200)
+    assert result["diff"] == pytest.approx(1.0 / 5.0) and result["n"] == 5 and result["clusters"] == 2
+
+
+@pytest.mark.parametrize(
+    ("sums", "counts", "message"),
+    [([], [], "no clusters"), ([1.0], [0.0], "at least one unit"), ([1.0, 2.0], [1.0], "same length")],
+)
+def test_cluster_bootstrap_rejects_bad_input(sums, counts, message):
+    with pytest.raises(ValueError, match=message):
+        cluster_bootstrap(sums, counts)

@@ -44,24 +44,66 @@ def paired_bootstrap(
         raise ValueError(f"before has {len(b)} items but after has {len(a)}; they must be paired")
     if len(b) == 0:
         raise ValueError("no paired items")
+    _check_settings(confidence, n_resamples)
+    diffs = a - b
+    means = _resampled_means(diffs, np.ones_like(diffs), n_resamples, seed)
+    return _interval(float(diffs.mean()), means, confidence) | {"n": len(diffs)}
+
+
+def cluster_bootstrap(
+    cluster_sums: Sequence[float],
+    cluster_counts: Sequence[float],
+    n_resamples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Mean difference over units grouped in clusters, resampling whole clusters (a cluster bootstrap).
+
+    Cluster c holds `cluster_counts[c]` paired units whose `after - before` differences sum to `cluster_sums[c]`.
+    Units in one cluster are not independent evidence (the same question asked of several training runs: a hard
+    question is hard for every run), so each resample draws clusters with replacement and the statistic is the
+    ratio of resampled sums to resampled counts. With one unit per cluster this is `paired_bootstrap`.
+
+    Returns the keys of `paired_bootstrap`, with "n" the number of units and "clusters" the number of clusters.
+    """
+    sums = np.asarray(cluster_sums, dtype=np.float64)
+    counts = np.asarray(cluster_counts, dtype=np.float64)
+    if sums.ndim != 1 or counts.shape != sums.shape:
+        raise ValueError("cluster_sums and cluster_counts must be flat sequences of the same length")
+    if len(sums) == 0:
+        raise ValueError("no clusters")
+    if np.any(counts <= 0):
+        raise ValueError("every cluster must hold at least one unit")
+    _check_settings(confidence, n_resamples)
+    means = _resampled_means(sums, counts, n_resamples, seed)
+    observed = float(sums.sum() / counts.sum())
+    return _interval(observed, means, confidence) | {"n": int(counts.sum()), "clusters": len(sums)}
+
+
+def _check_settings(confidence: float, n_resamples: int) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
 
-    diffs = a - b
-    n = len(diffs)
-    observed = float(diffs.mean())
+
+def _resampled_means(sums: np.ndarray, counts: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """`n_resamples` ratios sum(sums[idx]) / sum(counts[idx]), idx drawn with replacement (seeded)."""
+    n = len(sums)
     rng = np.random.default_rng(seed)
     means = np.empty(n_resamples, dtype=np.float64)
     chunk = max(1, _CHUNK_ELEMENTS // n)
     for start in range(0, n_resamples, chunk):
         size = min(chunk, n_resamples - start)
         idx = rng.integers(0, n, size=(size, n))
-        means[start : start + size] = diffs[idx].mean(axis=1)
+        means[start : start + size] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    return means
+
+
+def _interval(observed: float, means: np.ndarray, confidence: float) -> dict:
+    """Percentile interval and two-sided p-value (see `paired_bootstrap`) from the resampled statistics."""
     alpha = 1.0 - confidence
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-
     if observed > 0:
         p_value = min(1.0, 2.0 * float(np.mean(means <= 0)))
     elif observed < 0:
@@ -72,8 +114,7 @@ def paired_bootstrap(
         "diff": observed,
         "ci95": [float(lo), float(hi)],
         "confidence": confidence,
-        "n": n,
-        "n_resamples": n_resamples,
+        "n_resamples": len(means),
         "p_value": p_value,
     }
 
