@@ -47,7 +47,7 @@ def _suite_table(name: str, before: str, after: str, suite: dict) -> Table:
     table = Table(
         title=f"{name}: {before} -> {after}",
         caption="change with its 95% CI and p; +/-: items learned / forgotten. Pooled over pairs treats every "
-        "(run, item) pair as independent; over items resamples whole questions with all their runs (no such assumption)",
+        "(run, item) pair as independent; over items resamples whole questions with all their runs",
     )
     for col in ("run", "n", "before", "after", "change [95% CI]", "p", "+/-"):
         table.add_column(col, justify="left" if col == "run" else "right", overflow="fold")
