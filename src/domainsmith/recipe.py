@@ -268,6 +268,14 @@ class SFTStage(_Strict):
         description="weight of a KL(base || tuned) term on the answer tokens of general-role data, against "
         "forgetting; the base is the model with its LoRA adapter off, so LoRA only",
     )
+    general_null_space: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep each LoRA adapter's input off the directions that carry this share of the general-role "
+        "data's activations in its layer (e.g. 0.99), so general inputs pass (almost) unchanged; LoRA only; off "
+        "when unset",
+    )
 
     @model_validator(mode="after")
     def _method_combinations(self) -> SFTStage:
@@ -284,6 +292,8 @@ class SFTStage(_Strict):
                 f"general_kl needs finetuning: lora (the base model is the adapter switched off); "
                 f"with finetuning: {self.finetuning} use general replay data without it"
             )
+        if self.general_null_space is not None and self.finetuning != "lora":
+            raise ValueError(f"general_null_space constrains LoRA adapters; finetuning is {self.finetuning}")
         return self
 
 

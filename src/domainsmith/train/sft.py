@@ -130,6 +130,7 @@ def run_sft(
         optimizer_cls_and_kwargs=_loraplus_optimizer(stage, model),
         general_kl=stage.general_kl,
     )
+    null_spaces = _constrain_to_general_null_space(trainer, stage, examples, tokenizer.pad_token_id)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; loss.jsonl and the progress bar replace it
@@ -168,8 +169,36 @@ def run_sft(
         "resumed_from": resume,
         "train_seconds": round(train_seconds, 1),
         "train_tokens": tok_stats.tokens * stage.epochs,
+        "general_null_space": null_spaces.summary(stage.general_null_space) if null_spaces else None,
     }
     return SFTResult(artifact=artifact, metrics=metrics)
+
+
+def _constrain_to_general_null_space(trainer, stage: SFTStage, examples, pad_token_id: int):
+    """With `general_null_space`, project the LoRA adapters onto the null space of the general examples' inputs
+    (train/null_space.py) before training and after every optimizer step; returns the spaces, or None."""
+    if stage.general_null_space is None:
+        return None
+    from ..errors import RecipeError
+    from .null_space import general_null_spaces, null_space_callback
+
+    sharded = trainer.is_fsdp_enabled or (
+        trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
+    if sharded:
+        raise RecipeError("general_null_space needs every rank to hold whole LoRA matrices: use DDP or ZeRO-1/2")
+    general = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples if ex.role == "general"]
+    if not general:
+        raise RecipeError(f"stage '{stage.name}': general_null_space needs general-role training data (role: general)")
+    device = next(p for p in trainer.model.parameters() if p.requires_grad).device
+    collate = PadCollator(pad_token_id)
+    batches = (
+        {k: v.to(device) for k, v in collate(general[i : i + stage.batch_size]).items()}
+        for i in range(0, len(general), stage.batch_size)
+    )
+    spaces = general_null_spaces(trainer.model, batches, stage.general_null_space)
+    trainer.add_callback(null_space_callback(trainer.model, spaces))
+    return spaces
 
 
 def _PlainTrainer(*args, general_kl: float = 0.0, **kwargs):

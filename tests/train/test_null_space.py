@@ -1,0 +1,135 @@
+"""general_null_space: the projector, shared layer inputs, adapters kept in the null space through training, and
+adapters that barely read general inputs while they still read domain ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from domainsmith.data.chat_format import tokenize_conversations
+from domainsmith.data.sources import load_instruction_sources
+from domainsmith.errors import RecipeError
+from domainsmith.model_loading import load_causal_lm, load_tokenizer
+from domainsmith.recipe import parse_recipe
+from domainsmith.train.collate import PadCollator
+from domainsmith.train.finetuning import prepare_trainable
+from domainsmith.train.null_space import InputGroup, _null_basis, general_null_spaces, lora_layers
+from domainsmith.train.sft import run_sft
+
+
+def test_null_space_is_spanned_by_the_low_energy_directions():
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(0)))
+    moment = rotation @ torch.diag(torch.tensor([100.0, 10.0, 1.0, 0.01])) @ rotation.T
+    # Eigenvalues ascending 0.01, 1, 10, 100: cumulative shares 0.0001, 0.009, 0.099, 1. At most 1% reachable keeps
+    # the two smallest directions; 0.1% one; 50% three (then the one-column complement is the smaller basis).
+    expected = {0.99: rotation[:, 2:], 0.999: rotation[:, 3:], 0.5: rotation[:, 1:]}
+    for keep, null in expected.items():
+        basis, complement, dims = _null_basis(moment, keep)
+        group = InputGroup(["m"], basis, complement, dims)
+        assert dims == null.shape[1] and complement == (dims > 2)
+        assert torch.allclose(group.projector(), null @ null.T, atol=1e-5), keep
+
+
+def _recipe(tmp_path, keep: float | None, finetuning: str = "lora"):
+    from conftest import write_jsonl
+
+    domain = [{"instruction": f"Who makes drug {i}?", "output": f"Company {i % 3}."} for i in range(8)]
+    general = [{"instruction": f"What colour is thing {i}?", "output": "It is blue."} for i in range(6)]
+    write_jsonl(tmp_path / "domain.jsonl", domain)
+    write_jsonl(tmp_path / "general.jsonl", general)
+    keep_line = f"    general_null_space: {keep}\n" if keep is not None else ""
+    return parse_recipe(
+        yaml.safe_load(f"""
+name: t
+data:
+  - {{path: {tmp_path / "domain.jsonl"}, role: domain}}
+  - {{path: {tmp_path / "general.jsonl"}, role: general}}
+stages:
+  - type: sft
+    finetuning: {finetuning}
+    lora: {{r: 4, alpha: 8, target_modules: all-linear}}
+    epochs: 4
+    learning_rate: 5.0e-2
+    batch_size: 4
+    max_seq_len: 64
+    precision: fp32
+{keep_line}""")
+    )
+
+
+def _batches(tiny_model_dir, recipe, role: str):
+    tok = load_tokenizer(str(tiny_model_dir))
+    sources = load_instruction_sources(recipe)
+    examples, _ = tokenize_conversations(tok, sources.conversations, 64, sources.roles)
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples if e.role == role]
+    return [PadCollator(tok.pad_token_id)(rows)]
+
+
+def _fresh_lora(tiny_model_dir, recipe):
+    return prepare_trainable(load_causal_lm(str(tiny_model_dir), trainable=True), recipe.stages[0], recipe.seed)
+
+
+def test_layers_reading_one_input_share_one_projector(tmp_path, tiny_model_dir):
+    recipe = _recipe(tmp_path, 0.99)
+    model = _fresh_lora(tiny_model_dir, recipe)
+    spaces = general_null_spaces(model, _batches(tiny_model_dir, recipe, "general"), 0.99)
+    assert set(spaces.dims) == set(lora_layers(model))
+    for layer in ("layers.0.", "layers.1."):
+        group = {n.rsplit(".", 1)[-1]: spaces.group_of(n) for n in spaces.dims if layer in n}
+        assert group["q_proj"] is group["k_proj"] is group["v_proj"] and group["gate_proj"] is group["up_proj"]
+        assert group["q_proj"] is not group["gate_proj"] and group["o_proj"].projector().shape == (64, 64)
+        assert group["down_proj"].projector().shape == (128, 128)
+    assert len(spaces.groups) == 8  # (q,k,v), o, (gate,up), down per layer
+    assert all(0 < k < d for k, d in spaces.dims.values())
+
+
+def _layer_inputs(tiny_model_dir, batch, module_name: str):
+    """The base model's inputs (non-pad tokens) to one layer."""
+    base = load_causal_lm(str(tiny_model_dir))
+    seen = []
+    handle = base.get_submodule(module_name).register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    handle.remove()
+    return seen[0][batch["attention_mask"].bool()]
+
+
+def _reach(a, x) -> float:
+    """How much of the inputs the adapter reads: ||A x|| / (||A|| ||x||)."""
+    return float((x @ a.T).norm() / (a.norm() * x.norm()))
+
+
+def test_training_keeps_adapters_in_the_null_space_of_general_inputs(tmp_path, tiny_model_dir):
+    constrained, free = _recipe(tmp_path, 0.99), _recipe(tmp_path, None)
+    result = run_sft(constrained, constrained.stages[0], str(tiny_model_dir), tmp_path / "c", show_progress=False)
+    run_sft(free, free.stages[0], str(tiny_model_dir), tmp_path / "f", show_progress=False)
+    summary = result.metrics["general_null_space"]
+    assert summary["keep"] == 0.99 and summary["modules"] == 14 and 0 < summary["null_fraction_mean"] < 1
+
+    # Every trained A lies in the null space computed from the base model and the general examples.
+    general = _batches(tiny_model_dir, constrained, "general")
+    spaces = general_null_spaces(_fresh_lora(tiny_model_dir, constrained), general, 0.99)
+    trained = {d: lora_layers(load_causal_lm(str(tiny_model_dir), adapter=tmp_path / d / "adapter")) for d in "cf"}
+    for name, layer in trained["c"].items():
+        a = layer.lora_A["default"].weight
+        assert a.abs().sum() > 0
+        assert torch.allclose(a @ spaces.group_of(name).projector(), a, atol=1e-5), name
+
+    # So the adapters barely read general inputs, and still read domain ones; unconstrained ones read both alike.
+    domain = _batches(tiny_model_dir, constrained, "domain")[0]
+    for module in ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"):
+        x_general, x_domain = (_layer_inputs(tiny_model_dir, b, module) for b in (general[0], domain))
+        name = next(n for n in trained["c"] if n.endswith(module))
+        a_c, a_f = (trained[d][name].lora_A["default"].weight.detach() for d in "cf")
+        assert _reach(a_c, x_general) < 0.2 * _reach(a_f, x_general), module
+        assert _reach(a_c, x_domain) > 2 * _reach(a_c, x_general), module
+
+
+def test_refused_without_general_data_or_lora(tmp_path, tiny_model_dir):
+    with pytest.raises(RecipeError, match="general_null_space constrains LoRA"):
+        _recipe(tmp_path, 0.99, finetuning="full")
+    recipe = _recipe(tmp_path, 0.99)
+    recipe.data.pop()  # the general source
+    with pytest.raises(RecipeError, match="needs general-role training data"):
+        run_sft(recipe, recipe.stages[0], str(tiny_model_dir), tmp_path / "s", show_progress=False)
