@@ -19,10 +19,12 @@ from .cli_common import JsonOpt, out, print_json, user_errors
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="run dirs (runs/<name>) holding eval.json, e.g. one per seed")],
     before: Annotated[
-        str | None, typer.Option("--before", help="variant label to compare from (default: each run's own)")
+        str | None,
+        typer.Option("--before", help="variant label to compare from (default: the before variant all runs share)"),
     ] = None,
     after: Annotated[
-        str | None, typer.Option("--after", help="variant label to compare to (default: each run's own)")
+        str | None,
+        typer.Option("--after", help="variant label to compare to (default: the after variant all runs share)"),
     ] = None,
     suites: Annotated[
         list[str] | None,

@@ -13,7 +13,7 @@ from domainsmith.evaluate.across_runs import PoolingError, pool_runs
 
 
 def _items(correct: dict[str, bool]) -> list[dict]:
-    return [{"id": i, "prediction": "x", "correct": c} for i, c in correct.items()]
+    return [{"id": i, "question": f"q {i}?", "prediction": "x", "correct": c} for i, c in correct.items()]
 
 
 def _write_run(path, sft: dict, grpo: dict, probe=None, after_variant="grpo"):
@@ -92,6 +92,13 @@ def test_suite_choice_and_errors(three_runs, tmp_path):
         pool_runs([with_probe, three_runs[0]], suites=["probe"])
     with pytest.raises(PoolingError, match="no 'correct' verdict"):
         pool_runs([_write_ppl_items(tmp_path / "ppl")], suites=["ppl"])
+    other = _write_run(tmp_path / "other", {"a": 0}, {"a": 1})
+    report = json.loads((other / "eval.json").read_text())
+    for label in report["items"]:
+        report["items"][label]["qa"][0]["question"] = "another question?"
+    (other / "eval.json").write_text(json.dumps(report))
+    with pytest.raises(PoolingError, match="item 'a' asks 'q a\\?' in .* but 'another question\\?'"):
+        pool_runs([three_runs[0], other])
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "eval.json").write_text("{not json")
     with pytest.raises(PoolingError, match="not valid JSON"):

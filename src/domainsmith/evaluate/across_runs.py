@@ -36,6 +36,7 @@ class RunPairs:
     ids: list[str]
     before: list[float]
     after: list[float]
+    questions: dict[str, str] | None = None  # id -> question text, where the records carry one
 
 
 def load_eval(run_dir: Path) -> dict:
@@ -77,6 +78,7 @@ def run_pairs(run_dir: Path, report: dict, suite: str, before: str | None, after
         ids=ids,
         before=[float(records["before"][i]["correct"]) for i in ids],
         after=[float(records["after"][i]["correct"]) for i in ids],
+        questions={i: records["before"][i]["question"] for i in ids if "question" in records["before"][i]},
     )
 
 
@@ -146,8 +148,22 @@ def pool_runs(
     out = {"before": labels["before"], "after": labels["after"], "runs": [str(d) for d, _ in reports], "suites": {}}
     for suite in suites:
         pairs = [run_pairs(d, r, suite, before, after) for d, r in reports]
+        _check_same_questions(suite, pairs)
         out["suites"][suite] = pool_suite(pairs, n_resamples=n_resamples, seed=seed)
     return out
+
+
+def _check_same_questions(suite: str, runs: list[RunPairs]) -> None:
+    """Items pair across runs by id; ids like `line3` say nothing if the runs scored different files."""
+    seen: dict[str, tuple[str, str]] = {}
+    for r in runs:
+        for item_id, question in (r.questions or {}).items():
+            first = seen.setdefault(item_id, (r.run, question))
+            if first[1] != question:
+                raise PoolingError(
+                    f"suite {suite!r}: item {item_id!r} asks {first[1]!r} in {first[0]} but {question!r} in {r.run}; "
+                    "pool runs that scored the same items"
+                )
 
 
 def _same_label(reports: list[tuple[Path, dict]], key: str) -> str:

@@ -15,8 +15,9 @@ removed), so the saved adapter is an ordinary LoRA adapter.
 
 Cost: one forward pass over the general examples, one symmetric eigendecomposition per distinct layer input
 (q/k/v share theirs, as do gate/up), and per distinct input a basis of at most `d_in x d_in / 2` fp32 values kept
-on the adapter's device (for a 7B model with all-linear adapters up to ~11 GB in all: target fewer modules there). Each
-rank computes the same projectors from the same examples; sharded adapters (ZeRO-3, FSDP) are refused.
+on the adapter's device (for a 7B model with all-linear adapters up to ~11 GB in all, and while they are computed one
+`d_in x d_in` moment per distinct input: target fewer modules there). Each rank computes the same bases from the
+same examples. DeepSpeed and FSDP, which keep their own copies of the adapter weights, are refused.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def general_null_spaces(model, batches, keep: float) -> NullSpaces:
             for batch in batches:
                 mask = batch["attention_mask"].bool()
                 state["mask"], state["last"] = mask, (None, -1)
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                # No KV cache and one position of logits: only the layer inputs are wanted.
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                      logits_to_keep=1)  # fmt: skip
                 tokens += int(mask.sum())
     finally:
         for h in handles:
@@ -133,7 +136,7 @@ def general_null_spaces(model, batches, keep: float) -> NullSpaces:
         members.setdefault(group_of[name], []).append(name)
     spaces = NullSpaces()
     for group, names in members.items():
-        basis, complement, null_dims = _null_basis(moments[group], keep)
+        basis, complement, null_dims = _null_basis(moments.pop(group), keep)  # free each d x d moment as it goes
         weight = next(iter(layers[names[0]].lora_A.values())).weight
         spaces.groups.append(InputGroup(names, basis.to(weight.device), complement, null_dims))
     if all(g.null_dims == 0 for g in spaces.groups):

@@ -182,11 +182,10 @@ def _constrain_to_general_null_space(trainer, stage: SFTStage, examples, pad_tok
     from ..errors import RecipeError
     from .null_space import general_null_spaces, null_space_callback
 
-    sharded = trainer.is_fsdp_enabled or (
-        trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
-    )
-    if sharded:
-        raise RecipeError("general_null_space needs every rank to hold whole LoRA matrices: use DDP or ZeRO-1/2")
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        # Both keep their own (sharded or fp32 master) copies of the adapter weights, which an in-place projection
+        # of the module's weights would not reach.
+        raise RecipeError("general_null_space runs in one process or under DDP; DeepSpeed and FSDP are not supported")
     general = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples if ex.role == "general"]
     if not general:
         raise RecipeError(f"stage '{stage.name}': general_null_space needs general-role training data (role: general)")
