@@ -103,3 +103,18 @@ def test_held_out_text_seen_in_training_is_refused(tiny_project):
     result = runner.invoke(app, ["train", recipe])
     assert result.exit_code == 2
     assert "suite 'general_text'" in result.stderr and "train.jsonl:7" in result.stderr
+
+
+def test_eval_question_among_null_space_texts_is_refused(tiny_project):
+    # Texts that only shape the null space still decide what the adapters leave alone: no eval item among them.
+    write_jsonl(tiny_project / "general.jsonl", [{"instruction": "Name a colour.", "output": "Blue."}])
+    write_jsonl(tiny_project / "texts.jsonl", [{"text": "A river."}, {"text": "What is the capital of France?"}])
+    recipe = tiny_project / "recipe.yaml"
+    general = "    role: domain\n  - path: general.jsonl\n    role: general\nstages:"
+    text = recipe.read_text().replace("    role: domain\nstages:", general)
+    null_space = "    general_null_space: 0.99\n    null_space_texts: [texts.jsonl]\n"
+    text = text.replace("    precision: fp32\n", "    precision: fp32\n" + null_space)
+    recipe.write_text(text)
+    result = runner.invoke(app, ["train", str(recipe)])
+    assert result.exit_code == 2
+    assert "suite 'general_probe'" in result.stderr and "texts.jsonl:2" in result.stderr

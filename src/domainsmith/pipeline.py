@@ -16,7 +16,7 @@ from .data.instructions import OnBadRecord
 from .data.sources import LoadedSources, load_instruction_sources
 from .errors import LeakageError
 from .evaluate.leakage import find_overlaps, find_text_overlaps
-from .evaluate.suites import LoadedSuites, load_suites
+from .evaluate.suites import LoadedSuites, load_suites, path_fingerprint
 from .evaluation import evaluate_recipe
 from .files import atomic_write_json, file_sha256, json_sha256, read_json
 from .manifest import begin_stage, complete_stage, stage_state
@@ -91,9 +91,10 @@ def check_no_leakage(
     """Refuse eval items that appear in training data, unless the recipe explicitly allows it (then report them).
 
     Questions (QA, multiple choice) must not be training prompts; held-out texts (perplexity) must not share a
-    13-word run with any training turn.
+    13-word run with any training turn. An SFT stage's null_space_texts count as training data here.
     """
     conversations = (sources.conversations if sources is not None else []) + _preference_conversations(recipe)
+    conversations += _null_space_conversations(recipe)
     if not suites or not conversations:
         return []
     overlaps = find_overlaps(suites.questions(), conversations)
@@ -132,9 +133,27 @@ def _preference_conversations(recipe: Recipe) -> list:
     return out
 
 
+def _null_space_conversations(recipe: Recipe) -> list:
+    """SFT stages' null_space_texts, one conversation per text, for the leakage check: the model never trains on
+    them, but they decide what the adapters may not change, so eval items must not be among them either."""
+    from .data.instructions import Conversation
+    from .evaluate.perplexity import load_texts
+
+    out = []
+    for stage in recipe.stages:
+        for path in stage.null_space_texts if stage.type == "sft" else []:
+            texts = load_texts(recipe.resolve(path))
+            out += [Conversation([{"role": "user", "content": text}], str(path), i) for i, text in enumerate(texts, 1)]
+    return out
+
+
 def _own_data_inputs(recipe: Recipe, stage, stage_fps: dict[str, str]) -> dict:
-    """What a preference or RL stage reads besides the recipe's data: its files' contents, and the fingerprints of
-    the rm stages it takes rewards from (a retrained reward model retrains the policy)."""
+    """What a stage reads besides the recipe's data: its files' contents (an SFT stage's null_space_texts, a
+    preference or RL stage's pairs or prompts), and the fingerprints of the rm stages it takes rewards from (a
+    retrained reward model retrains the policy)."""
+    if stage.type == "sft":
+        texts = [path_fingerprint(recipe.resolve(p)) for p in stage.null_space_texts]
+        return {"null_space_texts": texts} if texts else {}
     if stage.type in ("dpo", "rm"):
         files = [*stage.pairs, *([stage.heldout] if stage.heldout else [])]
         return {"pairs": [file_sha256(recipe.resolve(f)) for f in files]}
@@ -191,7 +210,8 @@ def _walk_stages(
         inputs = {
             "model_path": input_path,
             "parent": parent_fp,
-            "stage": stage.model_dump(mode="json"),
+            # null_space_texts count by content (_own_data_inputs); unset, they leave older fingerprints as they were
+            "stage": stage.model_dump(mode="json", exclude={"null_space_texts"} if stage.type == "sft" else None),
             "seed": recipe.seed,
             "data": data_fp,
         }

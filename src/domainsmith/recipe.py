@@ -276,6 +276,12 @@ class SFTStage(_Strict):
         "data's activations in its layer (e.g. 0.99), so general inputs pass (almost) unchanged; LoRA only; off "
         "when unset",
     )
+    null_space_texts: list[Path] = Field(
+        default_factory=list,
+        description="general text read only to estimate general_null_space, never trained on (recipe-relative .txt/"
+        '.md files or folders, or JSONL with a "text" field), e.g. the model\'s own writing on general topics; its '
+        "tokens count beside the general-role examples'",
+    )
 
     @model_validator(mode="after")
     def _method_combinations(self) -> SFTStage:
@@ -294,6 +300,8 @@ class SFTStage(_Strict):
             )
         if self.general_null_space is not None and self.finetuning != "lora":
             raise ValueError(f"general_null_space constrains LoRA adapters; finetuning is {self.finetuning}")
+        if self.null_space_texts and self.general_null_space is None:
+            raise ValueError("null_space_texts only feed general_null_space, which is unset")
         return self
 
 

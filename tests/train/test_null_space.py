@@ -133,3 +133,40 @@ def test_refused_without_general_data_or_lora(tmp_path, tiny_model_dir):
     recipe.data.pop()  # the general source
     with pytest.raises(RecipeError, match="needs general-role training data"):
         run_sft(recipe, recipe.stages[0], str(tiny_model_dir), tmp_path / "s", show_progress=False)
+
+
+def test_null_space_texts_join_the_general_inputs(tmp_path, tiny_model_dir):
+    from conftest import write_jsonl
+
+    from domainsmith.train.sft import null_space_text_rows
+
+    # Words the general examples never use, and one text longer than max_seq_len (64 tokens).
+    texts = [{"text": "Glaciers carve valleys; rivers braid across the plains below."}, {"text": "orbit " * 150}]
+    write_jsonl(tmp_path / "texts.jsonl", texts)
+    recipe = _recipe(tmp_path, 0.99)
+    stage = recipe.stages[0].model_copy(update={"null_space_texts": [tmp_path / "texts.jsonl"]})
+    tok = load_tokenizer(str(tiny_model_dir))
+    rows = null_space_text_rows(recipe, stage, tok)
+    long_ids = tok(texts[1]["text"])["input_ids"]
+    assert len(rows) == 1 + -(-len(long_ids) // 64) and all(len(r["input_ids"]) <= 64 for r in rows)
+    assert sum(len(r["input_ids"]) for r in rows[1:]) == len(long_ids)  # windows, nothing cut off
+
+    general = _batches(tiny_model_dir, recipe, "general")
+    with_texts = general + [PadCollator(tok.pad_token_id)(rows)]
+    model = _fresh_lora(tiny_model_dir, recipe)
+    alone, joined = (general_null_spaces(model, b, 0.99) for b in (general, with_texts))
+    # The texts' inputs to a layer lie mostly in the null space of the general examples alone, and mostly outside
+    # the one the texts helped estimate.
+    module = "model.layers.0.mlp.down_proj"
+    x = _layer_inputs(tiny_model_dir, with_texts[1], module)
+    name = next(n for n in alone.dims if n.endswith(module))
+    share = {s: float((x @ spaces.group_of(name).projector()).norm() / x.norm()) for s, spaces in
+             (("alone", alone), ("joined", joined))}  # fmt: skip
+    assert share["joined"] < 0.5 * share["alone"], share
+
+
+def test_null_space_texts_need_the_null_space(tmp_path):
+    recipe = _recipe(tmp_path, None)
+    data = recipe.stages[0].model_dump()
+    with pytest.raises(ValueError, match="null_space_texts only feed general_null_space"):
+        type(recipe.stages[0]).model_validate({**data, "null_space_texts": ["texts.jsonl"]})

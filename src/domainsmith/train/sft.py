@@ -130,7 +130,8 @@ def run_sft(
         optimizer_cls_and_kwargs=_loraplus_optimizer(stage, model),
         general_kl=stage.general_kl,
     )
-    null_spaces = _constrain_to_general_null_space(trainer, stage, examples, tokenizer.pad_token_id)
+    extra = null_space_text_rows(recipe, stage, tokenizer) if stage.general_null_space is not None else []
+    null_spaces = _constrain_to_general_null_space(trainer, stage, examples, extra, tokenizer.pad_token_id)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; loss.jsonl and the progress bar replace it
@@ -169,14 +170,32 @@ def run_sft(
         "resumed_from": resume,
         "train_seconds": round(train_seconds, 1),
         "train_tokens": tok_stats.tokens * stage.epochs,
-        "general_null_space": null_spaces.summary(stage.general_null_space) if null_spaces else None,
+        "general_null_space": {**null_spaces.summary(stage.general_null_space), "text_rows": len(extra)}
+        if null_spaces
+        else None,
     }
     return SFTResult(artifact=artifact, metrics=metrics)
 
 
-def _constrain_to_general_null_space(trainer, stage: SFTStage, examples, pad_token_id: int):
-    """With `general_null_space`, project the LoRA adapters onto the null space of the general examples' inputs
-    (train/null_space.py) before training and after every optimizer step; returns the spaces, or None."""
+def null_space_text_rows(recipe: Recipe, stage: SFTStage, tokenizer) -> list[dict]:
+    """The stage's `null_space_texts` as token rows of at most max_seq_len tokens (a longer text is cut into several
+    windows, so all of it counts)."""
+    from ..evaluate.perplexity import load_texts
+
+    rows = []
+    for path in stage.null_space_texts:
+        for text in load_texts(recipe.resolve(path)):
+            ids = tokenizer(text, verbose=False)["input_ids"]  # windows below, not truncation: no length warning
+            for start in range(0, len(ids), stage.max_seq_len):
+                window = ids[start : start + stage.max_seq_len]
+                rows.append({"input_ids": window, "labels": window})
+    return rows
+
+
+def _constrain_to_general_null_space(trainer, stage: SFTStage, examples, extra_rows: list[dict], pad_token_id: int):
+    """With `general_null_space`, project the LoRA adapters onto the null space of the inputs of the general
+    examples and `extra_rows` (train/null_space.py) before training and after every optimizer step; returns the
+    spaces, or None."""
     if stage.general_null_space is None:
         return None
     from ..errors import RecipeError
@@ -189,6 +208,7 @@ def _constrain_to_general_null_space(trainer, stage: SFTStage, examples, pad_tok
     general = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples if ex.role == "general"]
     if not general:
         raise RecipeError(f"stage '{stage.name}': general_null_space needs general-role training data (role: general)")
+    general += extra_rows
     device = next(p for p in trainer.model.parameters() if p.requires_grad).device
     collate = PadCollator(pad_token_id)
     batches = (
