@@ -125,3 +125,22 @@ def test_modes_option_replaces_the_recipes_modes_and_is_checked(tiny_project):
     for bad, message in (("closed,bogus", "unknown ['bogus']"), ("rag", "no kb: section")):
         result = runner.invoke(app, ["eval", recipe, "--modes", bad])
         assert result.exit_code == 2 and message in result.output
+
+
+def test_a_suite_can_narrow_the_modes_it_runs_in(tiny_project):
+    recipe = _with_modes(tiny_project, ["closed", "icl"], {"icl": {"examples": "train.jsonl"}})
+    first = runner.invoke(app, ["eval", recipe, "--json"])
+    assert first.exit_code == 0, first.output
+    assert set(json.loads(first.stdout)["variants"]["base+icl"]["suites"]) == {"domain_qa", "general_probe"}
+
+    data = yaml.safe_load((tiny_project / "recipe.yaml").read_text())
+    probe = next(s for s in data["eval"]["suites"] if s["name"] == "general_probe")
+    probe["modes"] = ["closed"]
+    (tiny_project / "recipe.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = runner.invoke(app, ["eval", recipe, "--json"])
+    assert result.exit_code == 0, result.output
+    variants = json.loads(result.stdout)["variants"]
+    assert set(variants["base"]["suites"]) == {"domain_qa", "general_probe"}
+    assert set(variants["base+icl"]["suites"]) == {"domain_qa"}
+    # Narrowing one suite's modes re-scores only the modes that lost it.
+    assert "eval 'base': up to date" in result.stderr and "eval 'base+icl': up to date" not in result.stderr

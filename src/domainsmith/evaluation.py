@@ -146,10 +146,11 @@ def _evaluate_variant(recipe, variant, suites: LoadedSuites, suite_fp: dict[str,
     for mode in recipe.eval.modes:
         label = variant_label(variant, mode)
         inputs = {"variant": variant.fingerprint, "suites": suite_fp, "settings": settings, "bf16": bf16}
-        if mode != "closed":  # only QA suites run here: other suites' files and settings must not void this cache
-            qa = [s for s in recipe.eval.suites if isinstance(s, QASuite)]
-            inputs["suites"] = {s.name: suite_fp[s.name] for s in qa}
-            inputs["settings"] = {**settings, "suites": [s.model_dump(mode="json") for s in qa]}
+        # Only the suites that run in this mode count: other suites' files and settings must not void this cache.
+        running = [s for s in recipe.eval.suites if s.runs_in(mode)]
+        inputs["suites"] = {s.name: suite_fp[s.name] for s in running}
+        inputs["settings"] = {**settings, "suites": [s.model_dump(mode="json", exclude={"modes"}) for s in running]}
+        if mode != "closed":
             inputs.update(mode=mode, mode_inputs=mode_fingerprints[mode])
         fp = json_sha256(inputs)
         cache = recipe.out_dir / "eval" / f"{label}.json"
@@ -163,8 +164,8 @@ def _evaluate_variant(recipe, variant, suites: LoadedSuites, suite_fp: dict[str,
         tokenizer, model = loaded
         results = {}
         for suite in recipe.eval.suites:
-            if mode != "closed" and not isinstance(suite, QASuite):
-                continue  # log-likelihood suites score the model's own distribution: closed book only
+            if not suite.runs_in(mode):
+                continue
             if mode == "rag_gold" and not any(it.gold_passage for it in suites.qa[suite.name]):
                 log(f"eval '{label}' {suite.name}: skipped (its items have no gold_passage)")
                 continue

@@ -560,6 +560,9 @@ class JudgeSettings(_Strict):
     threshold: float = Field(0.5, gt=0, lt=1, description="P(yes) at or above which an answer is judged correct")
 
 
+EvalMode = Literal["closed", "rag", "rag_gold", "icl"]
+
+
 class QASuite(_Strict):
     """Short-answer QA scored against gold answers: {"question", "answer", "aliases"?} per line."""
 
@@ -570,6 +573,14 @@ class QASuite(_Strict):
     match: Literal["contains", "exact"] = "contains"
     system: str | None = Field(None, description="system prompt for every question; default: the template's own")
     judge: JudgeSettings | None = Field(None, description="also grade answers with a judge model (off by default)")
+    modes: list[EvalMode] | None = Field(
+        None,
+        description="the eval modes this suite runs in, of those eval.modes (or --modes) asks for; default all of "
+        "them. E.g. [closed] keeps a general probe out of RAG and ICL",
+    )
+
+    def runs_in(self, mode: str) -> bool:
+        return self.modes is None or mode in self.modes
 
 
 class MCSuite(_Strict):
@@ -581,6 +592,9 @@ class MCSuite(_Strict):
     role: Role
     dev: Path | None = Field(None, description="solved items for the few-shot context (a dev split)")
     num_fewshot: int = Field(0, ge=0, description="dev items shown before each question")
+
+    def runs_in(self, mode: str) -> bool:
+        return mode == "closed"  # scores the model's own distribution: closed book only
 
     @model_validator(mode="after")
     def _fewshot_needs_dev(self) -> MCSuite:
@@ -598,6 +612,9 @@ class PerplexitySuite(_Strict):
     role: Role
     max_length: int | None = Field(None, gt=8, description="tokens per window; default min(model context, 1024)")
     stride: int | None = Field(None, gt=0, description="new tokens per window; default max_length / 2")
+
+    def runs_in(self, mode: str) -> bool:
+        return mode == "closed"  # scores the model's own distribution: closed book only
 
 
 def _suite_kind(value) -> str:
@@ -619,9 +636,6 @@ class HarnessSettings(_Strict):
     num_fewshot: int | None = Field(None, ge=0)
     limit: int | None = Field(None, gt=0, description="items per task at most (a quick look, not a score)")
     batch_size: int = Field(8, gt=0)
-
-
-EvalMode = Literal["closed", "rag", "rag_gold", "icl"]
 
 
 class KBSettings(_Strict):

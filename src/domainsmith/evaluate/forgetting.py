@@ -23,7 +23,7 @@ def kl_from_base(recipe: Recipe, variants: list, suites: LoadedSuites, scored: d
     """{variant name: {"kl_per_token", "tokens", "sequences", ...}} for every variant after the base."""
     if recipe.eval.kl_prompts == "none" or len(variants) < 2:
         return {}
-    general = [s for s in recipe.eval.suites if isinstance(s, QASuite) and s.role == "general"]
+    general = [s for s in recipe.eval.suites if isinstance(s, QASuite) and s.role == "general" and s.runs_in("closed")]
     base = variants[0]
     if not general or base.name not in scored:
         if general:
