@@ -34,6 +34,19 @@ def test_sources_are_numbered_by_rank_and_read_from_the_parent_passage_once(tok)
     assert NO_ANSWER in user
 
 
+def test_a_source_is_named_by_its_file_not_by_where_the_project_lives(tok):
+    from domainsmith.infer.rag_prompt import source_label
+
+    prompts = [
+        build_rag_prompt("Dose of A?", [hit(f"{root}/docs/a.md", "A. Dose is 5 mg.")], tok).messages[-1]["content"]
+        for root in ("/home/ann/project", "/tmp/checkout")
+    ]
+    assert prompts[0] == prompts[1] and "[1] (a.md)\n" in prompts[0]
+    assert source_label("C:\\kb\\docs\\b.md") == "b.md" and source_label("docs/c.jsonl#7") == "c.jsonl#7"
+    assert source_label("https://example.org/d") == "https://example.org/d"
+    assert source_label("Smith 2020") == "Smith 2020"
+
+
 def test_budget_is_counted_in_generator_tokens_and_skips_what_does_not_fit(tok):
     long = " ".join(["word"] * 300)
     hits = [hit("a.md", "Short first."), hit("b.md", long), hit("c.md", "Short third.")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from pathlib import PurePath
 
 NO_ANSWER = "The sources do not say."
 CITATION = re.compile(r"\[(\d+)\]")
@@ -54,8 +55,16 @@ def _passages(hits) -> list[tuple[str, str, str, float | None]]:
     return out
 
 
+def source_label(source: str) -> str:
+    """What the model reads as a source's name: a file's name, not where the KB's documents happen to live (a full
+    path would make answers depend on the directory a project is checked out in); URLs and custom names as given."""
+    if "://" in source:
+        return source
+    return PurePath(source.replace("\\", "/")).name or source
+
+
 def _source_block(number: int, source: str, passage: str) -> str:
-    return f"[{number}] ({source})\n{passage}"
+    return f"[{number}] ({source_label(source)})\n{passage}"
 
 
 def build_rag_prompt(question: str, hits, tokenizer, budget_tokens: int = 1024, system: str | None = None) -> RagPrompt:
