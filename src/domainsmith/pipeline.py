@@ -93,8 +93,7 @@ def check_no_leakage(
     Questions (QA, multiple choice) must not be training prompts; held-out texts (perplexity) must not share a
     13-word run with any training turn. An SFT stage's null_space_texts count as training data here.
     """
-    conversations = (sources.conversations if sources is not None else []) + _preference_conversations(recipe)
-    conversations += _null_space_conversations(recipe)
+    conversations = (sources.conversations if sources is not None else []) + _stage_conversations(recipe)
     if not suites or not conversations:
         return []
     overlaps = find_overlaps(suites.questions(), conversations)
@@ -112,12 +111,14 @@ def check_no_leakage(
     return rows
 
 
-def _preference_conversations(recipe: Recipe) -> list:
-    """Preference and RL stages' training data as conversations (prompt + each reply, or prompt + gold answer),
-    for the leakage check."""
+def _stage_conversations(recipe: Recipe) -> list:
+    """What stages read besides the recipe's data, as conversations for the leakage check: preference pairs
+    (prompt + each reply), RL prompts (prompt + gold answer) and SFT null_space_texts (one user turn per text; never
+    trained on, but they decide what the adapters may not change)."""
     from .data.instructions import Conversation
     from .data.preferences import read_preferences
     from .data.verifiable import read_verifiable
+    from .evaluate.perplexity import load_texts
 
     out = []
     for stage in recipe.stages:
@@ -130,17 +131,6 @@ def _preference_conversations(recipe: Recipe) -> list:
             for item in read_verifiable(recipe.resolve(path), "skip").prompts:
                 messages = [*item.prompt, {"role": "assistant", "content": item.answers[0]}]
                 out.append(Conversation(messages, item.source, item.line))
-    return out
-
-
-def _null_space_conversations(recipe: Recipe) -> list:
-    """SFT stages' null_space_texts, one conversation per text, for the leakage check: the model never trains on
-    them, but they decide what the adapters may not change, so eval items must not be among them either."""
-    from .data.instructions import Conversation
-    from .evaluate.perplexity import load_texts
-
-    out = []
-    for stage in recipe.stages:
         for path in stage.null_space_texts if stage.type == "sft" else []:
             texts = load_texts(recipe.resolve(path))
             out += [Conversation([{"role": "user", "content": text}], str(path), i) for i, text in enumerate(texts, 1)]

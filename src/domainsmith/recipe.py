@@ -583,7 +583,14 @@ class QASuite(_Strict):
         return self.modes is None or mode in self.modes
 
 
-class MCSuite(_Strict):
+class _ClosedBookSuite(_Strict):
+    """Log-likelihood suites score the model's own distribution: closed book only."""
+
+    def runs_in(self, mode: str) -> bool:
+        return mode == "closed"
+
+
+class MCSuite(_ClosedBookSuite):
     """Multiple choice scored by log-likelihood per choice (acc and acc_norm), C-Eval / CMMLU / MMLU-like JSONL."""
 
     kind: Literal["mc"]
@@ -593,9 +600,6 @@ class MCSuite(_Strict):
     dev: Path | None = Field(None, description="solved items for the few-shot context (a dev split)")
     num_fewshot: int = Field(0, ge=0, description="dev items shown before each question")
 
-    def runs_in(self, mode: str) -> bool:
-        return mode == "closed"  # scores the model's own distribution: closed book only
-
     @model_validator(mode="after")
     def _fewshot_needs_dev(self) -> MCSuite:
         if self.num_fewshot > 0 and self.dev is None:
@@ -603,7 +607,7 @@ class MCSuite(_Strict):
         return self
 
 
-class PerplexitySuite(_Strict):
+class PerplexitySuite(_ClosedBookSuite):
     """Perplexity on held-out text: a .txt/.md file, a folder of them, or JSONL with a "text" field."""
 
     kind: Literal["perplexity"]
@@ -612,9 +616,6 @@ class PerplexitySuite(_Strict):
     role: Role
     max_length: int | None = Field(None, gt=8, description="tokens per window; default min(model context, 1024)")
     stride: int | None = Field(None, gt=0, description="new tokens per window; default max_length / 2")
-
-    def runs_in(self, mode: str) -> bool:
-        return mode == "closed"  # scores the model's own distribution: closed book only
 
 
 def _suite_kind(value) -> str:
