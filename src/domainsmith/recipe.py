@@ -276,6 +276,12 @@ class SFTStage(_Strict):
         "data's activations in its layer (e.g. 0.99), so general inputs pass (almost) unchanged; LoRA only; off "
         "when unset",
     )
+    null_space_directions: Literal["lowest_general", "domain_ratio"] = Field(
+        "lowest_general",
+        description="which directions general_null_space leaves the adapters, within the same general budget: "
+        "lowest_general, those general inputs use least; domain_ratio, those that carry the most domain input "
+        "per unit of general input (generalized eigenvectors; reads the domain-role examples once more)",
+    )
     null_space_texts: list[Path] = Field(
         default_factory=list,
         description="general text read only to estimate general_null_space, never trained on (recipe-relative .txt/"
@@ -302,6 +308,8 @@ class SFTStage(_Strict):
             raise ValueError(f"general_null_space constrains LoRA adapters; finetuning is {self.finetuning}")
         if self.null_space_texts and self.general_null_space is None:
             raise ValueError("null_space_texts only feed general_null_space, which is unset")
+        if self.null_space_directions != "lowest_general" and self.general_null_space is None:
+            raise ValueError("null_space_directions chooses general_null_space's directions, which is unset")
         return self
 
 

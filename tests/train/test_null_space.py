@@ -14,7 +14,14 @@ from domainsmith.model_loading import load_causal_lm, load_tokenizer
 from domainsmith.recipe import parse_recipe
 from domainsmith.train.collate import PadCollator
 from domainsmith.train.finetuning import prepare_trainable
-from domainsmith.train.null_space import InputGroup, _null_basis, general_null_spaces, lora_layers
+from domainsmith.train.null_space import (
+    InputGroup,
+    _domain_ratio_basis,
+    _null_basis,
+    general_null_spaces,
+    lora_layers,
+    token_moment,
+)
 from domainsmith.train.sft import run_sft
 
 
@@ -29,6 +36,45 @@ def test_null_space_is_spanned_by_the_low_energy_directions():
         group = InputGroup(["m"], basis, complement, dims)
         assert dims == null.shape[1] and complement == (dims > 2)
         assert torch.allclose(group.projector(), null @ null.T, atol=1e-5), keep
+
+
+def test_a_few_massive_activations_do_not_free_the_directions_other_tokens_use():
+    # 300 ordinary tokens in the first 4 of 8 dimensions, and 2 tokens with massive activations along dimension 7.
+    g = torch.Generator().manual_seed(0)
+    ordinary = torch.cat([torch.randn(300, 4, generator=g), torch.zeros(300, 4)], dim=1)
+    massive = torch.zeros(2, 8)
+    massive[:, 7] = 1000.0
+    tokens = torch.cat([ordinary, massive])
+    raw_basis, raw_complement, raw_dims = _null_basis(tokens.T @ tokens, 0.99)
+    # Raw energy: the massive tokens carry over 99% of it, so every other direction counts as "free".
+    assert raw_dims == 7
+    basis, complement, dims = _null_basis(token_moment(tokens), 0.99)
+    projector = InputGroup(["m"], basis, complement, dims).projector()
+    # Each token counted once: the ordinary tokens' directions are kept out of the null space.
+    assert dims == 4 and torch.allclose(ordinary @ projector, torch.zeros_like(ordinary), atol=1e-4)
+
+
+def test_domain_ratio_spends_the_general_budget_on_directions_domain_inputs_use():
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(1)))
+
+    def moment(energies):
+        return rotation @ torch.diag(torch.tensor(energies)) @ rotation.T
+
+    # General inputs: 4 strong directions, then direction 4 (0.5% of the energy) and three at 0.3% each. Domain
+    # inputs: the strong four and, most of all, direction 4.
+    general = moment([1.0, 1.0, 1.0, 1.0, 0.0197, 0.012, 0.012, 0.012])
+    domain = moment([1.0, 1.0, 1.0, 1.0, 9.0, 0.0, 0.0, 0.0])
+
+    def shares(basis, complement, dims):
+        projector = InputGroup(["m"], basis, complement, dims).projector()
+        return [float((projector @ m).trace() / m.trace()) for m in (general, domain)]
+
+    lowest = shares(*_null_basis(general, 0.99))
+    ratio = shares(*_domain_ratio_basis(general, domain, 0.99))
+    # Both stay within 1% of the general energy; the lowest-energy directions (5-7) carry no domain input, while
+    # domain_ratio's (direction 4) carry most of it.
+    assert lowest[0] <= 0.01 and ratio[0] <= 0.01
+    assert lowest[1] < 0.01 and ratio[1] > 0.6
 
 
 def _recipe(tmp_path, keep: float | None, finetuning: str = "lora"):

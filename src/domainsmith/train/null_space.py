@@ -7,11 +7,11 @@ onto the null space of preserved knowledge) and LoRA-Null (adapters built in the
 activations), applied to LoRA SFT.
 
 How: the frozen model reads the stage's general-role training examples once; for each adapted layer the
-uncentered second moment `C = sum x x^T` of its inputs (non-pad tokens) is decomposed, and the null space is the
-span of the smallest-eigenvalue directions that together carry at most `1 - keep` of the general energy
-(`keep: 0.99` leaves 1% of it within the adapter's reach). A is projected onto that space before training and after
-every optimizer step (a projected optimizer: Adam's step is taken, then its component in general directions is
-removed), so the saved adapter is an ordinary LoRA adapter.
+uncentered second moment `C = sum x x^T` of its inputs (non-pad tokens, each scaled to unit length) is decomposed,
+and the null space is the span of the smallest-eigenvalue directions that together carry at most `1 - keep` of
+the general energy (`keep: 0.99` leaves 1% of it within the adapter's reach). A is projected onto that space before
+training and after every optimizer step (a projected optimizer: Adam's step is taken, then its component in general
+directions is removed), so the saved adapter is an ordinary LoRA adapter.
 
 Cost: one forward pass over the general examples, one symmetric eigendecomposition per distinct layer input
 (q/k/v share theirs, as do gate/up), and per distinct input a basis of at most `d_in x d_in / 2` fp32 values kept
@@ -79,19 +79,55 @@ def lora_layers(model) -> dict[str, object]:
     return {name: m for name, m in model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A) > 0}
 
 
-def general_null_spaces(model, batches, keep: float) -> NullSpaces:
+def general_null_spaces(model, batches, keep: float, domain_batches=None) -> NullSpaces:
     """Null-space projectors of the general inputs of every LoRA layer of `model` (module docstring).
 
     `batches` yields dicts with `input_ids` and `attention_mask` (general examples only). The model runs in eval
-    mode without gradients; with B initialised to zero the adapters do not change what it computes.
+    mode without gradients; with B initialised to zero the adapters do not change what it computes. With
+    `domain_batches` (the domain examples, same form) each layer's subspace is chosen by `_domain_ratio_basis`
+    instead of `_null_basis`: same general budget, the directions that carry the most domain input per unit of
+    general input.
     """
-    import torch
-
     layers = lora_layers(model)
     if not layers:
         raise RecipeError("general_null_space: the model has no LoRA layers")
-    moments: dict[int, torch.Tensor] = {}  # input group -> sum of x x^T over non-pad tokens
-    group_of: dict[str, int] = {}  # module name -> input group
+    moments, group_of, tokens = _layer_moments(model, layers, batches)
+    if tokens == 0:
+        raise RecipeError("general_null_space needs general-role training examples; the stage has none")
+    domain_moments = None
+    if domain_batches is not None:
+        domain_moments, domain_groups, domain_tokens = _layer_moments(model, layers, domain_batches)
+        if domain_tokens == 0:
+            raise RecipeError("null_space_directions: domain_ratio needs domain-role training examples")
+        # Groups are numbered in the order layers first see their input: the same order in both passes.
+        assert domain_groups == group_of
+
+    members: dict[int, list[str]] = {}
+    for name in layers:
+        members.setdefault(group_of[name], []).append(name)
+    spaces = NullSpaces()
+    for group, names in members.items():
+        # Free each d x d moment as it goes.
+        if domain_moments is None:
+            basis, complement, null_dims = _null_basis(moments.pop(group), keep)
+        else:
+            basis, complement, null_dims = _domain_ratio_basis(moments.pop(group), domain_moments.pop(group), keep)
+        weight = next(iter(layers[names[0]].lora_A.values())).weight
+        spaces.groups.append(InputGroup(names, basis.to(weight.device), complement, null_dims))
+    if all(g.null_dims == 0 for g in spaces.groups):
+        raise RecipeError(
+            f"general_null_space: {keep} leaves no direction free in any layer (the general inputs use every "
+            "direction); lower it, e.g. 0.99"
+        )
+    return spaces
+
+
+def _layer_moments(model, layers: dict, batches):
+    """(input group -> sum of unit-length token inputs' outer products, module name -> input group, tokens)."""
+    import torch
+
+    moments: dict[int, torch.Tensor] = {}
+    group_of: dict[str, int] = {}
     # Modules fed the same tensor one after another (q/k/v, gate/up) share one moment. Holding the last input
     # keeps its id from being reused by a later tensor while it is compared.
     state: dict = {"mask": None, "last": (None, -1)}
@@ -104,8 +140,7 @@ def general_null_spaces(model, batches, keep: float) -> NullSpaces:
                 group_of[name] = last_group
                 return
             group = group_of.setdefault(name, len(moments))
-            rows = x[state["mask"]].float()
-            moments[group] = moments.get(group, 0) + rows.T @ rows
+            moments[group] = moments.get(group, 0) + token_moment(x[state["mask"]])
             state["last"] = (x, group)
 
         return pre_hook
@@ -128,23 +163,20 @@ def general_null_spaces(model, batches, keep: float) -> NullSpaces:
             h.remove()
         model.train(was_training)
         state["last"] = (None, -1)
-    if tokens == 0:
-        raise RecipeError("general_null_space needs general-role training examples; the stage has none")
+    return moments, group_of, tokens
 
-    members: dict[int, list[str]] = {}
-    for name in layers:
-        members.setdefault(group_of[name], []).append(name)
-    spaces = NullSpaces()
-    for group, names in members.items():
-        basis, complement, null_dims = _null_basis(moments.pop(group), keep)  # free each d x d moment as it goes
-        weight = next(iter(layers[names[0]].lora_A.values())).weight
-        spaces.groups.append(InputGroup(names, basis.to(weight.device), complement, null_dims))
-    if all(g.null_dims == 0 for g in spaces.groups):
-        raise RecipeError(
-            f"general_null_space: {keep} leaves no direction free in any layer (the general inputs use every "
-            "direction); lower it, e.g. 0.99"
-        )
-    return spaces
+
+def token_moment(rows):
+    """`sum x x^T` over token inputs `rows` [tokens, d_in], each scaled to unit length first.
+
+    Every token counts once. With raw activations a few tokens with massive activations (the first token and
+    delimiters; Sun et al. 2024) carry nearly all the energy of some layers: the 1% left over would then hold every
+    direction the other tokens use, and the constraint would leave those layers free. (SmolLM2-135M: three MLP
+    down-projections had 1535, 1525 and 1320 of 1536 input directions "free" that way.)
+    """
+    rows = rows.float()
+    rows = rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    return rows.T @ rows
 
 
 def _null_basis(moment, keep: float):
@@ -158,6 +190,37 @@ def _null_basis(moment, keep: float):
     k = int(null.sum())
     complement = k > moment.shape[0] - k
     basis = vectors[:, ~null] if complement else vectors[:, null]
+    return basis.float().contiguous(), complement, k
+
+
+def _domain_ratio_basis(general, domain, keep: float):
+    """The directions with the most domain input per unit of general input, as many as fit in `1 - keep` of the
+    general energy, in `_null_basis`'s form.
+
+    The generalized eigenvectors of (domain, general) moments, largest ratio first, are orthonormalized in that
+    order: the first k columns span the first k eigenvectors, and their diagonal of the general moment adds up to
+    the general energy that subspace holds. Any adapter row in it reads domain inputs at least the k-th ratio times
+    as strongly as general ones. Lowest-general-energy directions (`_null_basis`) may carry little domain input
+    too, and an adapter that must grow large to use them carries more of the general inputs along.
+    """
+    import torch
+
+    general = general.double() / general.trace().clamp(min=1e-30)
+    domain = domain.double() / domain.trace().clamp(min=1e-30)
+    d = general.shape[0]
+    # A small ridge keeps the Cholesky factor of a rank-deficient general moment defined; directions general
+    # inputs never use then get the largest ratios.
+    lower = torch.linalg.cholesky(general + torch.eye(d, dtype=general.dtype) * (1e-6 / d))
+    whitened = torch.linalg.solve_triangular(lower, domain, upper=False)
+    whitened = torch.linalg.solve_triangular(lower, whitened.T, upper=False)
+    _, vectors = torch.linalg.eigh((whitened + whitened.T) / 2)  # ascending ratios
+    directions = torch.linalg.solve_triangular(lower.T, vectors, upper=True).flip(1)  # largest ratio first
+    directions = directions / directions.norm(dim=0, keepdim=True)
+    ordered, _ = torch.linalg.qr(directions)
+    share = torch.cumsum(torch.einsum("ij,ik,kj->j", ordered, general, ordered), 0)
+    k = int((share <= 1.0 - keep).sum())
+    complement = k > d - k
+    basis = ordered[:, k:] if complement else ordered[:, :k]
     return basis.float().contiguous(), complement, k
 
 

@@ -211,11 +211,17 @@ def _constrain_to_general_null_space(trainer, stage: SFTStage, examples, extra_r
     general += extra_rows
     device = next(p for p in trainer.model.parameters() if p.requires_grad).device
     collate = PadCollator(pad_token_id)
-    batches = (
-        {k: v.to(device) for k, v in collate(general[i : i + stage.batch_size]).items()}
-        for i in range(0, len(general), stage.batch_size)
-    )
-    spaces = general_null_spaces(trainer.model, batches, stage.general_null_space)
+
+    def batches(rows):
+        return (
+            {k: v.to(device) for k, v in collate(rows[i : i + stage.batch_size]).items()}
+            for i in range(0, len(rows), stage.batch_size)
+        )
+
+    domain = None
+    if stage.null_space_directions == "domain_ratio":
+        domain = batches([{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples if ex.role != "general"])
+    spaces = general_null_spaces(trainer.model, batches(general), stage.general_null_space, domain)
     trainer.add_callback(null_space_callback(trainer.model, spaces))
     return spaces
 
