@@ -3,6 +3,8 @@ adapters that barely read general inputs while they still read domain ones."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 import yaml
@@ -18,6 +20,7 @@ from domainsmith.train.null_space import (
     InputGroup,
     _domain_ratio_basis,
     _null_basis,
+    domain_sample,
     general_null_spaces,
     lora_layers,
     token_moment,
@@ -77,7 +80,17 @@ def test_domain_ratio_spends_the_general_budget_on_directions_domain_inputs_use(
     assert lowest[1] < 0.01 and ratio[1] > 0.6
 
 
-def _recipe(tmp_path, keep: float | None, finetuning: str = "lora"):
+def test_domain_sample_stops_at_the_general_token_count_in_a_seeded_order():
+    rows = [{"input_ids": list(range(n))} for n in (5, 7, 3, 9, 4, 6)]
+    sample = domain_sample(rows, 12, seed=0)
+    total = sum(len(r["input_ids"]) for r in sample)
+    assert total >= 12 and total - len(sample[-1]["input_ids"]) < 12  # stops at the first row that reaches it
+    assert sample == domain_sample(rows, 12, seed=0) and len({id(r) for r in sample}) == len(sample)
+    assert any(domain_sample(rows, 12, seed=s) != sample for s in range(1, 6))
+    assert domain_sample(rows, 10_000, seed=0) == [rows[i] for i in random.Random(0).sample(range(6), 6)]
+
+
+def _recipe(tmp_path, keep: float | None, finetuning: str = "lora", directions: str | None = None):
     from conftest import write_jsonl
 
     domain = [{"instruction": f"Who makes drug {i}?", "output": f"Company {i % 3}."} for i in range(8)]
@@ -85,6 +98,7 @@ def _recipe(tmp_path, keep: float | None, finetuning: str = "lora"):
     write_jsonl(tmp_path / "domain.jsonl", domain)
     write_jsonl(tmp_path / "general.jsonl", general)
     keep_line = f"    general_null_space: {keep}\n" if keep is not None else ""
+    keep_line += f"    null_space_directions: {directions}\n" if directions else ""
     return parse_recipe(
         yaml.safe_load(f"""
 name: t
@@ -104,12 +118,16 @@ stages:
     )
 
 
-def _batches(tiny_model_dir, recipe, role: str):
+def _rows(tiny_model_dir, recipe, role: str) -> list[dict]:
     tok = load_tokenizer(str(tiny_model_dir))
     sources = load_instruction_sources(recipe)
     examples, _ = tokenize_conversations(tok, sources.conversations, 64, sources.roles)
-    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples if e.role == role]
-    return [PadCollator(tok.pad_token_id)(rows)]
+    return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples if e.role == role]
+
+
+def _batches(tiny_model_dir, recipe, role: str, rows: list[dict] | None = None):
+    pad = load_tokenizer(str(tiny_model_dir)).pad_token_id
+    return [PadCollator(pad)(rows if rows is not None else _rows(tiny_model_dir, recipe, role))]
 
 
 def _fresh_lora(tiny_model_dir, recipe):
@@ -172,7 +190,33 @@ def test_training_keeps_adapters_in_the_null_space_of_general_inputs(tmp_path, t
         assert _reach(a_c, x_domain) > 2 * _reach(a_c, x_general), module
 
 
+def test_domain_ratio_training_keeps_adapters_in_its_subspace(tmp_path, tiny_model_dir):
+    recipe = _recipe(tmp_path, 0.99, directions="domain_ratio")
+    result = run_sft(recipe, recipe.stages[0], str(tiny_model_dir), tmp_path / "r", show_progress=False)
+    assert 0 < result.metrics["general_null_space"]["null_fraction_mean"] < 1
+    general_rows = _rows(tiny_model_dir, recipe, "general")
+    # Training reads a sample of the domain examples holding as many tokens as the general ones.
+    tokens = sum(len(r["input_ids"]) for r in general_rows)
+    sample = domain_sample(_rows(tiny_model_dir, recipe, "domain"), tokens, recipe.seed)
+    assert 0 < len(sample) < 8
+    # In training's batches of 4: this basis moves with float rounding more than the lowest-energy one does.
+    general, domain = ([_batches(tiny_model_dir, recipe, "", rows[i : i + 4])[0] for i in range(0, len(rows), 4)]
+                       for rows in (general_rows, sample))  # fmt: skip
+    spaces = general_null_spaces(_fresh_lora(tiny_model_dir, recipe), general, 0.99, domain)
+    lowest = general_null_spaces(_fresh_lora(tiny_model_dir, recipe), general, 0.99)
+    trained = lora_layers(load_causal_lm(str(tiny_model_dir), adapter=tmp_path / "r" / "adapter"))
+    differs = 0
+    for name, layer in trained.items():
+        a = layer.lora_A["default"].weight
+        projector = spaces.group_of(name).projector()
+        assert a.abs().sum() > 0 and torch.allclose(a @ projector, a, atol=1e-5), name
+        differs += not torch.allclose(projector, lowest.group_of(name).projector(), atol=1e-3)
+    assert differs > 0  # a different subspace from the lowest-general-energy one
+
+
 def test_refused_without_general_data_or_lora(tmp_path, tiny_model_dir):
+    with pytest.raises(RecipeError, match="null_space_directions chooses"):
+        _recipe(tmp_path, None, directions="domain_ratio")
     with pytest.raises(RecipeError, match="general_null_space constrains LoRA"):
         _recipe(tmp_path, 0.99, finetuning="full")
     recipe = _recipe(tmp_path, 0.99)

@@ -122,6 +122,22 @@ def general_null_spaces(model, batches, keep: float, domain_batches=None) -> Nul
     return spaces
 
 
+def domain_sample(rows: list[dict], tokens: int, seed: int) -> list[dict]:
+    """Domain rows (`input_ids` lists) in a seeded random order until they hold `tokens` tokens (all of them if
+    fewer). For `domain_ratio` the domain moment is estimated from about as many tokens as the general one: reading
+    every domain example would be one more forward pass over the whole training set (and its `d_in x d_in` products
+    cost more than the pass itself on a CPU)."""
+    import random
+
+    chosen, total = [], 0
+    for i in random.Random(seed).sample(range(len(rows)), len(rows)):
+        if total >= tokens:
+            break
+        chosen.append(rows[i])
+        total += len(rows[i]["input_ids"])
+    return chosen
+
+
 def _layer_moments(model, layers: dict, batches):
     """(input group -> sum of unit-length token inputs' outer products, module name -> input group, tokens)."""
     import torch
@@ -208,13 +224,12 @@ def _domain_ratio_basis(general, domain, keep: float):
     general = general.double() / general.trace().clamp(min=1e-30)
     domain = domain.double() / domain.trace().clamp(min=1e-30)
     d = general.shape[0]
-    # A small ridge keeps the Cholesky factor of a rank-deficient general moment defined; directions general
-    # inputs never use then get the largest ratios.
-    lower = torch.linalg.cholesky(general + torch.eye(d, dtype=general.dtype) * (1e-6 / d))
-    whitened = torch.linalg.solve_triangular(lower, domain, upper=False)
-    whitened = torch.linalg.solve_triangular(lower, whitened.T, upper=False)
-    _, vectors = torch.linalg.eigh((whitened + whitened.T) / 2)  # ascending ratios
-    directions = torch.linalg.solve_triangular(lower.T, vectors, upper=True).flip(1)  # largest ratio first
+    # Whiten by the general moment, its eigenvalues floored at 1e-4 of their mean: float32 sums leave tiny negative
+    # ones, and directions general inputs never use then get the largest ratios instead of a division by zero.
+    energies, axes = torch.linalg.eigh(general)
+    inv_sqrt = (axes * energies.clamp(min=1e-4 / d).rsqrt()) @ axes.T
+    _, vectors = torch.linalg.eigh(inv_sqrt @ domain @ inv_sqrt)  # ascending ratios
+    directions = (inv_sqrt @ vectors).flip(1)  # largest ratio first
     directions = directions / directions.norm(dim=0, keepdim=True)
     ordered, _ = torch.linalg.qr(directions)
     share = torch.cumsum(torch.einsum("ij,ik,kj->j", ordered, general, ordered), 0)
