@@ -280,7 +280,8 @@ class SFTStage(_Strict):
         "lowest_general",
         description="which directions general_null_space leaves the adapters, within the same general budget: "
         "lowest_general, those general inputs use least; domain_ratio, those that carry the most domain input "
-        "per unit of general input (generalized eigenvectors; reads the domain-role examples once more)",
+        "per unit of general input (generalized eigenvectors; also reads a seeded sample of the domain-role examples "
+        "holding as many tokens as the general data)",
     )
     null_space_texts: list[Path] = Field(
         default_factory=list,

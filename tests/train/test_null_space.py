@@ -193,7 +193,8 @@ def test_training_keeps_adapters_in_the_null_space_of_general_inputs(tmp_path, t
 def test_domain_ratio_training_keeps_adapters_in_its_subspace(tmp_path, tiny_model_dir):
     recipe = _recipe(tmp_path, 0.99, directions="domain_ratio")
     result = run_sft(recipe, recipe.stages[0], str(tiny_model_dir), tmp_path / "r", show_progress=False)
-    assert 0 < result.metrics["general_null_space"]["null_fraction_mean"] < 1
+    summary = result.metrics["general_null_space"]
+    assert summary["directions"] == "domain_ratio" and 0 < summary["null_fraction_mean"] < 1
     general_rows = _rows(tiny_model_dir, recipe, "general")
     # Training reads a sample of the domain examples holding as many tokens as the general ones.
     tokens = sum(len(r["input_ids"]) for r in general_rows)

@@ -170,7 +170,11 @@ def run_sft(
         "resumed_from": resume,
         "train_seconds": round(train_seconds, 1),
         "train_tokens": tok_stats.tokens * stage.epochs,
-        "general_null_space": {**null_spaces.summary(stage.general_null_space), "text_rows": len(extra)}
+        "general_null_space": {
+            **null_spaces.summary(stage.general_null_space),
+            "directions": stage.null_space_directions,
+            "text_rows": len(extra),
+        }
         if null_spaces
         else None,
     }
