@@ -16,8 +16,10 @@ directions is removed), so the saved adapter is an ordinary LoRA adapter.
 Cost: one forward pass over the general examples, one symmetric eigendecomposition per distinct layer input
 (q/k/v share theirs, as do gate/up), and per distinct input a basis of at most `d_in x d_in / 2` fp32 values kept
 on the adapter's device (for a 7B model with all-linear adapters up to ~11 GB in all, and while they are computed one
-`d_in x d_in` moment per distinct input: target fewer modules there). Each rank computes the same bases from the
-same examples. DeepSpeed and FSDP, which keep their own copies of the adapter weights, are refused.
+`d_in x d_in` moment per distinct input: target fewer modules there). `domain_ratio` adds a forward pass over a
+domain sample as large as the general data, a second moment per distinct input, and two more decompositions and a
+QR per input. Each rank computes the same bases from the same examples. DeepSpeed and FSDP, which keep their own
+copies of the adapter weights, are refused.
 """
 
 from __future__ import annotations
