@@ -125,9 +125,12 @@ def _rows(tiny_model_dir, recipe, role: str) -> list[dict]:
     return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples if e.role == role]
 
 
-def _batches(tiny_model_dir, recipe, role: str, rows: list[dict] | None = None):
-    pad = load_tokenizer(str(tiny_model_dir)).pad_token_id
-    return [PadCollator(pad)(rows if rows is not None else _rows(tiny_model_dir, recipe, role))]
+def _batches(tiny_model_dir, recipe, role: str, rows: list[dict] | None = None, size: int | None = None):
+    """`rows` (default: the role's examples) padded into batches of `size` (default: one batch)."""
+    collate = PadCollator(load_tokenizer(str(tiny_model_dir)).pad_token_id)
+    rows = rows if rows is not None else _rows(tiny_model_dir, recipe, role)
+    size = size or len(rows)
+    return [collate(rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
 def _fresh_lora(tiny_model_dir, recipe):
@@ -201,8 +204,8 @@ def test_domain_ratio_training_keeps_adapters_in_its_subspace(tmp_path, tiny_mod
     sample = domain_sample(_rows(tiny_model_dir, recipe, "domain"), tokens, recipe.seed)
     assert 0 < len(sample) < 8
     # In training's batches of 4: this basis moves with float rounding more than the lowest-energy one does.
-    general, domain = ([_batches(tiny_model_dir, recipe, "", rows[i : i + 4])[0] for i in range(0, len(rows), 4)]
-                       for rows in (general_rows, sample))  # fmt: skip
+    general = _batches(tiny_model_dir, recipe, "general", general_rows, size=4)
+    domain = _batches(tiny_model_dir, recipe, "domain", sample, size=4)
     spaces = general_null_spaces(_fresh_lora(tiny_model_dir, recipe), general, 0.99, domain)
     lowest = general_null_spaces(_fresh_lora(tiny_model_dir, recipe), general, 0.99)
     trained = lora_layers(load_causal_lm(str(tiny_model_dir), adapter=tmp_path / "r" / "adapter"))
