@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .code_version import EVALUATION_CODE, code_version
 from .errors import LeakageError
 from .evaluate.compare import compare_suites, strategy_matrix
 from .evaluate.suites import LoadedSuites, suite_fingerprints
@@ -141,11 +142,12 @@ def _evaluate_variant(recipe, variant, suites: LoadedSuites, suite_fp: dict[str,
 
     settings = recipe.eval.model_dump(mode="json", exclude=_SCORING_EXCLUDE)
     bf16 = use_bf16("auto")
+    code = code_version(EVALUATION_CODE)  # a changed scorer rescores
     loaded = None
     out = {}
     for mode in recipe.eval.modes:
         label = variant_label(variant, mode)
-        inputs = {"variant": variant.fingerprint, "suites": suite_fp, "settings": settings, "bf16": bf16}
+        inputs = {"variant": variant.fingerprint, "suites": suite_fp, "settings": settings, "bf16": bf16, "code": code}
         # Only the suites that run in this mode count: other suites' files and settings must not void this cache.
         running = [s for s in recipe.eval.suites if s.runs_in(mode)]
         inputs["suites"] = {s.name: suite_fp[s.name] for s in running}
@@ -279,10 +281,11 @@ def _harness(recipe: Recipe, variants: list, log: Log) -> dict:
 
     task_dirs = [recipe.resolve(p) for p in settings.task_dirs]
     bf16 = use_bf16("auto")
+    code = code_version(EVALUATION_CODE)
     out = {}
     for v in variants:
         inputs = {"variant": v.fingerprint, "settings": settings.model_dump(mode="json"), "bf16": bf16,
-                  "task_dirs": [path_fingerprint(d) for d in task_dirs]}  # fmt: skip
+                  "task_dirs": [path_fingerprint(d) for d in task_dirs], "code": code}  # fmt: skip
         fp = json_sha256(inputs)
         cache = recipe.out_dir / "eval" / f"{v.name}.harness.json"
         cached = read_if_current(cache, fp)

@@ -39,7 +39,19 @@ def begin_stage(stage_dir: Path, fingerprint: str, inputs: dict) -> StageState:
     return state
 
 
-def complete_stage(stage_dir: Path, fingerprint: str, inputs: dict, result: dict) -> None:
-    atomic_write_json(
-        stage_dir / MANIFEST, {"fingerprint": fingerprint, "status": "complete", "inputs": inputs, "result": result}
+def complete_stage(stage_dir: Path, fingerprint: str, inputs: dict, result: dict, code: str) -> None:
+    """Mark the stage done; `code` is the version of the training code that built it (code_version.py)."""
+    manifest = {"fingerprint": fingerprint, "status": "complete", "code": code, "inputs": inputs, "result": result}
+    atomic_write_json(stage_dir / MANIFEST, manifest)
+
+
+def other_build_warning(name: str, stage_dir: Path, manifest: dict, code: str) -> str | None:
+    """A warning when a reused stage was trained by another version of the training code, else None."""
+    recorded = manifest.get("code")
+    if recorded == code:
+        return None
+    built = f"training code {recorded}" if recorded else "a build that did not record its training code"
+    return (
+        f"stage '{name}': trained by {built}, and this build's is {code}; reusing it anyway (delete {stage_dir} to "
+        "retrain with this build)"
     )

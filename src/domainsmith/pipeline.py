@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .code_version import TRAINING_CODE, code_version
 from .data.instructions import OnBadRecord
 from .data.sources import LoadedSources, load_instruction_sources
 from .errors import LeakageError
@@ -19,7 +20,7 @@ from .evaluate.leakage import find_overlaps, find_text_overlaps
 from .evaluate.suites import LoadedSuites, load_suites, path_fingerprint
 from .evaluation import evaluate_recipe
 from .files import atomic_write_json, file_sha256, json_sha256, read_json
-from .manifest import begin_stage, complete_stage, stage_state
+from .manifest import begin_stage, complete_stage, other_build_warning, stage_state
 from .models import resolve_model
 from .precision import describe_precision
 from .recipe import Recipe
@@ -190,6 +191,7 @@ def _walk_stages(
     input_path, parent_fp = base.model_path, base.fingerprint
     data_fp = _data_fingerprint(recipe) if recipe.stages else []
     stage_fps: dict[str, str] = {}
+    code = code_version(TRAINING_CODE)
     for i, stage in enumerate(recipe.stages):
         # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged. A
         # reward model is no chat model: nothing continues from it, and it continues from its input.
@@ -211,6 +213,9 @@ def _walk_stages(
         state = stage_state(stage_dir, fp)
         if state.status == "complete":
             log(f"stage '{stage.name}': up to date, reusing {stage_dir}")
+            warning = other_build_warning(stage.name, stage_dir, state.manifest, code)
+            if warning:
+                log(warning)
             result = state.manifest["result"]
         elif not train:
             log(f"stage '{stage.name}': not trained with the current recipe (run `domainsmith train`); skipped")
@@ -235,7 +240,7 @@ def _walk_stages(
                 trained = run_pretrain(recipe, stage, input_path, stage_dir, show_progress, log)
             result = {"artifact": trained.artifact, "metrics": trained.metrics}
             if is_main_process():
-                complete_stage(stage_dir, fp, inputs, result)
+                complete_stage(stage_dir, fp, inputs, result, code)
         artifact = stage_dir / result["artifact"]
         if stage.type == "rm":
             continue
