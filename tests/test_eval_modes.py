@@ -122,6 +122,8 @@ def test_modes_option_replaces_the_recipes_modes_and_is_checked(tiny_project):
     result = runner.invoke(app, ["eval", recipe, "--modes", "closed,icl", "--json"])
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["variants"]) == {"base", "base+icl"}
+    summary = json.loads((tiny_project / "runs" / "summary.json").read_text())
+    assert set(summary["strategies"]) == {"base", "base+icl"}  # summary.json agrees with eval.json
     for bad, message in (("closed,bogus", "unknown ['bogus']"), ("rag", "no kb: section")):
         result = runner.invoke(app, ["eval", recipe, "--modes", bad])
         assert result.exit_code == 2 and message in result.output

@@ -284,11 +284,14 @@ def summarize(recipe: Recipe, report: dict) -> dict:
 
 
 def evaluate_trained(recipe: Recipe, log: Log = print, show_progress: bool = True) -> dict:
-    """`eval` without training: the base model and every stage already trained with the current recipe."""
+    """`eval` without training: the base model and every stage already trained with the current recipe. Rewrites
+    summary.json too, so it agrees with eval.json (e.g. after `--modes` added strategies)."""
     suites = load_suites(recipe)
     overlaps = check_no_leakage(recipe, suites, read_training_data(recipe, log=log) if suites else None, log)
     variants = existing_variants(recipe, log)
-    return evaluate_recipe(recipe, variants, log, show_progress, overlaps, suites, stage_metrics(recipe))
+    report = evaluate_recipe(recipe, variants, log, show_progress, overlaps, suites, stage_metrics(recipe))
+    summarize(recipe, report)
+    return report
 
 
 def run_recipe(recipe: Recipe, on_bad_record: OnBadRecord = "fail", log: Log = print, show_progress: bool = True):
