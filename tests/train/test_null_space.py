@@ -3,7 +3,12 @@ adapters that barely read general inputs while they still read domain ones."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,11 +23,13 @@ from domainsmith.train.collate import PadCollator
 from domainsmith.train.finetuning import prepare_trainable
 from domainsmith.train.null_space import (
     InputGroup,
+    NullSpaces,
     _domain_ratio_basis,
     _null_basis,
     domain_sample,
     general_null_spaces,
     lora_layers,
+    main_process_spaces,
     token_moment,
 )
 from domainsmith.train.sft import run_sft
@@ -264,3 +271,71 @@ def test_null_space_texts_need_the_null_space(tmp_path):
     data = recipe.stages[0].model_dump()
     with pytest.raises(ValueError, match="null_space_texts only feed general_null_space"):
         type(recipe.stages[0]).model_validate({**data, "null_space_texts": ["texts.jsonl"]})
+
+
+_TWO_RANKS_SPACES = """
+import sys
+import torch
+from accelerate import PartialState
+
+from domainsmith.train.null_space import InputGroup, NullSpaces, main_process_spaces
+
+state = PartialState(cpu=True)
+rank = state.process_index
+# The ranks' own bases differ in values, and in the second group even in size (a near-tie resolved differently).
+g = torch.Generator().manual_seed(rank)
+own = NullSpaces([InputGroup(["q", "k"], torch.randn(6, 2, generator=g), False, 2),
+                  InputGroup(["down"], torch.randn(8, 3 + rank, generator=g), rank == 1, 3 + rank)])
+shared = main_process_spaces(own)
+torch.save([(x.modules, x.basis, x.complement, x.null_dims) for x in shared.groups], sys.argv[1] + f".rank{rank}")
+state.wait_for_everyone()
+state.destroy_process_group()
+"""
+
+
+def test_under_two_processes_every_rank_takes_rank_0s_spaces(tmp_path):
+    script = tmp_path / "spaces.py"
+    script.write_text(_TWO_RANKS_SPACES)
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
+    cmd = [str(accelerate), *launch, "--mixed_precision", "no", str(script), str(tmp_path / "out")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"out.rank{r}") for r in (0, 1))
+    g = torch.Generator().manual_seed(0)
+    expected = [torch.randn(6, 2, generator=g), torch.randn(8, 3, generator=g)]
+    for (modules, basis, complement, dims), (modules1, basis1, complement1, dims1), want in zip(
+        rank0, rank1, expected, strict=True
+    ):
+        assert torch.equal(basis, want) and torch.equal(basis1, want)
+        assert (modules, complement, dims) == (modules1, complement1, dims1)
+    assert [d for *_, d in rank1] == [2, 3] and rank1[1][2] is False
+
+
+def test_in_one_process_the_spaces_are_unchanged():
+    spaces = NullSpaces([InputGroup(["m"], torch.eye(4)[:, :2], False, 2)])
+    assert main_process_spaces(spaces) is spaces
+
+
+def test_sft_with_the_null_space_trains_under_two_processes(tiny_project):
+    from conftest import write_jsonl
+
+    general = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"It is {2 * i}."} for i in range(6)]
+    write_jsonl(tiny_project / "general.jsonl", general)
+    recipe = tiny_project / "recipe.yaml"
+    data = yaml.safe_load(recipe.read_text())
+    data["data"].append({"path": "general.jsonl", "role": "general"})
+    data["stages"][0]["general_null_space"] = 0.99
+    recipe.write_text(yaml.safe_dump(data))
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
+    cmd = [str(accelerate), *launch, "--mixed_precision", "no", "-m", "domainsmith.cli", "train", str(recipe)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tiny_project / "runs" / "sft" / "manifest.json").read_text())
+    metrics = manifest["result"]["metrics"]
+    # 12 examples, 2 per rank per step, 2 epochs: 6 steps with two ranks (one process would take 12).
+    assert manifest["status"] == "complete" and metrics["steps"] == 6
+    assert metrics["general_null_space"]["null_fraction_mean"] > 0

@@ -18,8 +18,8 @@ Cost: one forward pass over the general examples, one symmetric eigendecompositi
 on the adapter's device (for a 7B model with all-linear adapters up to ~11 GB in all, and while they are computed one
 `d_in x d_in` moment per distinct input: target fewer modules there). `domain_ratio` adds a forward pass over a
 domain sample as large as the general data, a second moment per distinct input, and two more decompositions and a
-QR per input. Each rank computes the same bases from the same examples. DeepSpeed and FSDP, which keep their own
-copies of the adapter weights, are refused.
+QR per input. Under DDP each rank computes the bases and all take rank 0's (`main_process_spaces`). DeepSpeed and
+FSDP, which keep their own copies of the adapter weights, are refused.
 """
 
 from __future__ import annotations
@@ -239,6 +239,30 @@ def _domain_ratio_basis(general, domain, keep: float):
     complement = k > d - k
     basis = ordered[:, k:] if complement else ordered[:, :k]
     return basis.float().contiguous(), complement, k
+
+
+def main_process_spaces(spaces: NullSpaces) -> NullSpaces:
+    """Rank 0's spaces on every rank (unchanged in one process).
+
+    Every rank computes the bases from the same examples, but float reductions differ between devices, and a basis
+    near a tie can even come out one dimension larger. DDP keeps replicas equal by averaging gradients, not weights:
+    each rank projecting with its own basis after every step would let them drift apart.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return spaces
+    layout = [[[g.modules, list(g.basis.shape), g.complement, g.null_dims] for g in spaces.groups]]
+    dist.broadcast_object_list(layout, src=0)
+    shared = NullSpaces()
+    for (modules, shape, complement, null_dims), own in zip(layout[0], spaces.groups, strict=True):
+        basis = own.basis.contiguous()
+        if list(basis.shape) != shape:
+            basis = torch.empty(shape, dtype=basis.dtype, device=basis.device)
+        dist.broadcast(basis, src=0)
+        shared.groups.append(InputGroup(modules, basis, complement, null_dims))
+    return shared
 
 
 def project_adapters(model, spaces: NullSpaces) -> None:

@@ -203,7 +203,7 @@ def _constrain_to_general_null_space(trainer, stage: SFTStage, examples, extra_r
     if stage.general_null_space is None:
         return None
     from ..errors import RecipeError
-    from .null_space import domain_sample, general_null_spaces, null_space_callback
+    from .null_space import domain_sample, general_null_spaces, main_process_spaces, null_space_callback
 
     if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         # Both keep their own (sharded or fp32 master) copies of the adapter weights, which an in-place projection
@@ -227,7 +227,7 @@ def _constrain_to_general_null_space(trainer, stage: SFTStage, examples, extra_r
         rows = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples if ex.role != "general"]
         general_tokens = sum(len(row["input_ids"]) for row in general)
         domain = batches(domain_sample(rows, general_tokens, trainer.args.seed))
-    spaces = general_null_spaces(trainer.model, batches(general), stage.general_null_space, domain)
+    spaces = main_process_spaces(general_null_spaces(trainer.model, batches(general), stage.general_null_space, domain))
     trainer.add_callback(null_space_callback(trainer.model, spaces))
     return spaces
 
