@@ -1,9 +1,17 @@
 """Per-GPU memory of `domainsmith plan`: model states against DeepSpeed's own estimator formulas, activations
 against what autograd really saves (tiny random model, no weights loaded)."""
 
+from dataclasses import replace
+
 import pytest
 
-from domainsmith.plan.memory import MemoryInputs, activation_bytes, estimate_memory, estimate_setup
+from domainsmith.plan.memory import (
+    MemoryInputs,
+    activation_bytes,
+    estimate_memory,
+    estimate_setup,
+    null_space_widths,
+)
 from domainsmith.plan.shapes import ModelShape, guess_shape
 
 
@@ -198,3 +206,51 @@ def test_unknown_lora_module_names_are_refused():
     shape = ModelShape(0, 64, 2, 128, 160, 4, 2, False, 256, "tiny")
     with pytest.raises(PlanError, match="c_attn"):
         MemoryInputs(shape, "lora", lora_modules=("c_attn",)).validate()
+
+
+def test_the_null_space_adds_its_moments_before_training_and_its_bases_during_it():
+    shape = shape_of("7B")
+    plain = MemoryInputs(shape, "lora", seq_len=1024)
+    rows = {ns: estimate_memory(replace(plain, null_space=ns), gpu_memory_gib=80)["per_gpu"]
+            for ns in (None, "lowest_general", "domain_ratio")}  # fmt: skip
+    ddp = {ns: next(r for r in per_gpu if r["setup"] == "ddp") for ns, per_gpu in rows.items()}
+    # Llama-2-7B, all-linear: distinct inputs of width 4096 (q/k/v, o, gate/up) and 11008 (down) in 32 blocks.
+    bases = 4 * 32 * (3 * 4096 * 2048 + 11008 * 5504)
+    moments = 4 * 32 * (3 * 4096**2 + 11008**2)
+    assert ddp["lowest_general"]["null_space_gib"] == pytest.approx(bases / 2**30, abs=0.01)  # ~11 GiB
+    weights = ddp[None]["weights_gib"] + ddp[None]["overhead_gib"]
+    for ns, workspace in (("lowest_general", 3), ("domain_ratio", 8)):
+        setup = weights + ((2 if ns == "domain_ratio" else 1) * moments + 8 * workspace * 11008**2) / 2**30
+        assert ddp[ns]["null_space_setup_gib"] == pytest.approx(setup, abs=0.02)
+        training = ddp[None]["peak_gib"] + bases / 2**30
+        assert ddp[ns]["peak_gib"] == pytest.approx(max(setup, training), abs=0.02)
+        # The moments (~22 GiB, ~44 with domain_ratio) outweigh training itself at batch 1 x 1024.
+        assert ddp[ns]["peak_phase"] == "null_space_setup" and setup > training
+    assert ddp[None]["refused"] is None and ddp[None]["null_space_gib"] == 0
+    for row in rows["domain_ratio"]:
+        assert (row["refused"] is None) == (row["setup"] == "ddp")  # DeepSpeed and FSDP are refused
+        assert row["fits"] is False or row["setup"] == "ddp"
+    # Adapters on the MLP only leave two distinct inputs per block.
+    mlp = replace(plain, null_space="lowest_general", lora_modules=("gate_proj", "up_proj", "down_proj"))
+    assert null_space_widths(mlp) == [4096, 11008]
+
+
+def test_null_space_widths_match_the_inputs_the_projection_finds():
+    """The planner's distinct inputs per block are those train/null_space.py computes a basis for."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from domainsmith.train.null_space import general_null_spaces
+
+    h, ffn, n_layers = 32, 80, 2
+    config = LlamaConfig(vocab_size=64, hidden_size=h, intermediate_size=ffn, num_hidden_layers=n_layers,
+                         num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    torch.manual_seed(0)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, target_modules="all-linear"))
+    ids = torch.randint(0, 64, (4, 24), generator=torch.Generator().manual_seed(0))
+    spaces = general_null_spaces(model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}], 0.99)
+    shape = ModelShape(0, h, n_layers, 64, ffn, 4, 2, False, 256, "tiny")
+    widths = null_space_widths(MemoryInputs(shape, "lora", null_space="lowest_general"))
+    assert [g.basis.shape[0] for g in spaces.groups] == widths * n_layers
+    assert all(g.basis.numel() <= g.basis.shape[0] * (g.basis.shape[0] // 2) for g in spaces.groups)

@@ -115,6 +115,7 @@ def _memory_inputs(shape, method, gpus, req, stage: SFTStage | None, gpu: GPUSpe
         lora_modules=_lora_modules(stage),
         lora_layers=_lora_layers(stage, shape),
         freeze_layers=stage.freeze.trainable_layers if stage else 2,
+        null_space=stage.null_space_directions if stage and stage.general_null_space is not None else None,
         grad_checkpointing=req.grad_checkpointing,
     )
 

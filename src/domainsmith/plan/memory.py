@@ -17,6 +17,11 @@ RoPE, SDPA/flash attention and a gated MLP), in bytes per token per layer:
 plus 8 bytes (two fp32 rsqrt) and 4 bytes per head (attention log-sum-exp). h = hidden size, kv = key/value
 width, f = MLP width. The output layer adds three fp32 copies of the logits per token (logits, log-softmax,
 their gradient: 12 * vocab bytes) at the start of the backward pass.
+
+`general_null_space` (LoRA) adds, before training, an fp32 second moment `d_in x d_in` of every distinct adapter
+input, all held while the frozen model reads the general data (twice as many with `domain_ratio`), plus the float64
+workspace of one decomposition; and through training a basis of at most `d_in x d_in / 2` fp32 values per distinct
+input (train/null_space.py). It runs in one process or under DDP only.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .units import GIB, gib
 
 Method = Literal["full", "freeze", "lora", "qlora"]
 Precision = Literal["bf16", "fp16", "fp32"]
+NullSpace = Literal["lowest_general", "domain_ratio"]
 METHODS: tuple[str, ...] = ("full", "freeze", "lora", "qlora")
 SETUPS: dict[str, str] = {
     "ddp": "DDP (PyTorch, autocast; 1 GPU = plain training)",
@@ -74,6 +80,7 @@ class MemoryInputs:
     lora_modules: tuple[str, ...] | None = None  # Llama-style module names; None = all linear modules
     lora_layers: tuple[int, ...] | None = None  # blocks with adapters; None = all
     freeze_layers: int = 2  # method=freeze trains the last N blocks (domainsmith's default)
+    null_space: NullSpace | None = None  # a LoRA stage's general_null_space directions, if it has one
     grad_checkpointing: bool = False
     overhead_bytes: float = GIB  # not in tensors: CUDA context, library workspaces (or a measured CPU baseline)
     overhead_source: str = "assumption: ~1 GiB CUDA context + cuBLAS/NCCL workspaces; measure with torch.cuda"
@@ -100,6 +107,32 @@ def trainable_params(inputs: MemoryInputs) -> int:
     if inputs.method == "freeze":
         return min(inputs.freeze_layers, shape.layers) * shape.layer_params
     return shape.params
+
+
+# Adapted modules that read one tensor share one moment and one basis (train/null_space.py).
+_SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))
+# float64 d x d matrices alive at once while one input's basis is decomposed (moment copies, eigenvectors, products).
+_DECOMPOSITION_WORKSPACE = {"lowest_general": 3, "domain_ratio": 8}
+
+
+def null_space_widths(inputs: MemoryInputs) -> list[int]:
+    """d_in of each distinct adapter input in one block."""
+    dims = inputs.shape.linear_dims()
+    adapted = set(inputs.lora_modules or dims)
+    return [dims[group[0]][0] for group in _SHARED_INPUTS if adapted & set(group)]
+
+
+def null_space_bytes(inputs: MemoryInputs) -> dict[str, float]:
+    """general_null_space's bytes on the adapter's GPU: `setup` while the bases are computed (moments and the
+    decomposition workspace), `bases` kept through training. Zero without a null space."""
+    if inputs.null_space is None or inputs.method not in ("lora", "qlora"):
+        return {"setup": 0.0, "bases": 0.0}
+    widths = null_space_widths(inputs)
+    layers = _lora_layer_count(inputs)
+    moment_sets = 2 if inputs.null_space == "domain_ratio" else 1
+    moments = 4 * sum(d * d for d in widths) * layers * moment_sets
+    workspace = 8 * _DECOMPOSITION_WORKSPACE[inputs.null_space] * max(widths) ** 2
+    return {"setup": moments + workspace, "bases": 4 * sum(d * (d // 2) for d in widths) * layers}
 
 
 def _lora_layer_count(inputs: MemoryInputs) -> int:
@@ -253,11 +286,18 @@ def estimate_setup(inputs: MemoryInputs, setup: str, gpu_memory_gib: float | Non
     early_grads = 0.0
     if not grads_persist and inputs.method == "full":
         early_grads = 4 * inputs.shape.vocab * inputs.shape.hidden  # the output layer's gradient comes first
-    persistent = states["weights"] + states["optim"] + (states["grads"] if grads_persist else 0)
+    null_space = null_space_bytes(inputs)
+    persistent = states["weights"] + states["optim"] + (states["grads"] if grads_persist else 0) + null_space["bases"]
     act_phase = acts["bytes"] + states["transient"] + early_grads
     grad_phase = 0.0 if grads_persist else states["grads"]
-    peak = persistent + max(act_phase, grad_phase) + inputs.overhead_bytes
-    fits = None if gpu_memory_gib is None else bool(peak <= gpu_memory_gib * GIB)
+    # Before the first step (no gradients or optimizer states yet) the null-space moments share the GPU with the
+    # weights alone.
+    null_space_phase = states["weights"] + null_space["setup"] + inputs.overhead_bytes if null_space["setup"] else 0.0
+    peak = max(persistent + max(act_phase, grad_phase) + inputs.overhead_bytes, null_space_phase)
+    refused = None
+    if null_space["setup"] and setup != "ddp":
+        refused = "general_null_space runs in one process or under DDP"
+    fits = None if gpu_memory_gib is None else bool(peak <= gpu_memory_gib * GIB) and refused is None
     return {
         "setup": setup,
         "label": SETUPS[setup],
@@ -271,7 +311,12 @@ def estimate_setup(inputs: MemoryInputs, setup: str, gpu_memory_gib: float | Non
         "peak_gib": gib(peak),
         "fits": fits,
         "cpu_gib_per_node": gib(states["cpu"]) if states["cpu"] else None,
-        "peak_phase": "gradients" if grad_phase > act_phase else "activations",
+        "null_space_gib": gib(null_space["bases"]),
+        "null_space_setup_gib": gib(null_space_phase),
+        "refused": refused,
+        "peak_phase": "null_space_setup"
+        if null_space_phase == peak and null_space_phase
+        else ("gradients" if grad_phase > act_phase else "activations"),
         "gradients_freed_between_steps": not grads_persist,
         "states_formula": states["formula"],
         "model_states_bytes": states["weights"] + states["grads"] + states["optim"],
@@ -314,11 +359,15 @@ def estimate_memory(inputs: MemoryInputs, gpu_memory_gib: float | None = None, s
             else None,
             "lora_layers": _lora_layer_count(inputs) if inputs.method in ("lora", "qlora") else None,
             "grad_checkpointing": inputs.grad_checkpointing,
+            "null_space": inputs.null_space if null_space_bytes(inputs)["setup"] else None,
         },
         "formulas": {
             "bytes_per_trainable_param": "DeepSpeed mixed precision: 2 weights16 + 2 grads16 + 4 grads32 + 4 master32 "
             "+ 8 Adam = 20; PyTorch DDP + autocast: 4 weights32 + 4 grads32 + 8 Adam (+2 bf16 autocast copy)",
             "frozen_bytes_per_param": "bf16 2, fp32 4, QLoRA NF4 4.127 bits",
+            "null_space": "before training: 4*sum(d_in^2) per block (x2 with domain_ratio) + 8*(3 or 8)*max(d_in)^2; "
+            "through training: 4*sum(d_in*d_in/2) per block; d_in over distinct adapter inputs (q/k/v, o, gate/up, "
+            "down)",
             "activations": acts["formula"],
             "activation_per_layer_per_token": "see `activation_profiles`",
             "peak": "weights + optimizer + gradients + activations + overhead; 1 GPU without sharding: "

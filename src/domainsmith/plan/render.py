@@ -62,9 +62,9 @@ def _memory_table(plan: dict) -> Table | None:
             f"{row['gradients_gib']:.2f}",
             f"{row['optimizer_gib']:.2f}",
             f"{row['activations_gib']:.2f}",
-            f"{row['transient_gib'] + row['overhead_gib']:.2f}",
+            f"{row['transient_gib'] + row['overhead_gib'] + row['null_space_gib']:.2f}",
             f"[bold]{row['peak_gib']:.2f}[/]",
-            fits,
+            fits if row["refused"] is None else "[red]no*[/]",
             "-" if row["cpu_gib_per_node"] is None else f"{row['cpu_gib_per_node']:.1f}",
         )
     gpu = plan.get("gpu")
@@ -73,6 +73,13 @@ def _memory_table(plan: dict) -> Table | None:
         f"largest module={human_count(n['L_largest_module'])}; "
         + (f"{gpu['name']}: {gpu['memory_gib']:g} GiB" if gpu else "no --gpu: fit not checked")
     )
+    ddp = next((r for r in m["per_gpu"] if r["setup"] == "ddp"), None)
+    if n.get("null_space") and ddp:
+        table.caption += (
+            f"\ngeneral_null_space ({n['null_space']}): {ddp['null_space_setup_gib']:.2f} GiB before training "
+            f"(weights + moments), bases {ddp['null_space_gib']:.2f} GiB in 'other'; *: it runs in one process or "
+            "under DDP only"
+        )
     return table
 
 
