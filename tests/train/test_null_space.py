@@ -339,3 +339,37 @@ def test_sft_with_the_null_space_trains_under_two_processes(tiny_project):
     # 12 examples, 2 per rank per step, 2 epochs: 6 steps with two ranks (one process would take 12).
     assert manifest["status"] == "complete" and metrics["steps"] == 6
     assert metrics["general_null_space"]["null_fraction_mean"] > 0
+
+
+def test_an_interrupted_null_space_run_resumes_to_the_same_adapter(tmp_path, tiny_model_dir, monkeypatch):
+    import domainsmith.train.sft as sft_module
+
+    class Crash(RuntimeError):
+        pass
+
+    class CrashingLogger(sft_module.JsonlLossLogger):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise Crash("simulated kill at step 5")
+
+    recipe = _recipe(tmp_path, 0.99, directions="domain_ratio")
+    stage = recipe.stages[0].model_copy(update={"save_steps": 3})
+    whole = run_sft(recipe, stage, str(tiny_model_dir), tmp_path / "whole", show_progress=False)
+    monkeypatch.setattr(sft_module, "JsonlLossLogger", CrashingLogger)
+    with pytest.raises(Crash):
+        run_sft(recipe, stage, str(tiny_model_dir), tmp_path / "cut", show_progress=False)
+    monkeypatch.undo()
+    # The bases are computed again from the frozen model (the checkpoint's adapter is loaded only once training
+    # starts), so the resumed run continues inside the same subspace and ends where the whole run did.
+    resumed = run_sft(recipe, stage, str(tiny_model_dir), tmp_path / "cut", show_progress=False)
+    assert (
+        resumed.metrics["resumed_from"].endswith("checkpoint-3") and resumed.metrics["steps"] == whole.metrics["steps"]
+    )
+    assert resumed.metrics["general_null_space"] == whole.metrics["general_null_space"]
+    trained = {
+        d: lora_layers(load_causal_lm(str(tiny_model_dir), adapter=tmp_path / d / "adapter")) for d in ("whole", "cut")
+    }
+    for name in trained["whole"]:
+        for part in ("lora_A", "lora_B"):
+            ours, theirs = (getattr(trained[d][name], part)["default"].weight for d in ("cut", "whole"))
+            assert torch.allclose(ours, theirs, atol=1e-5), (name, part)
