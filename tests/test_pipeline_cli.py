@@ -124,20 +124,27 @@ def test_bad_data_is_caught_before_any_stage_dir_even_without_eval_suites(tiny_p
 
 
 def test_another_build_of_the_code_warns_for_stages_and_rescores_evals(tiny_project, monkeypatch):
-    from domainsmith.code_version import TRAINING_CODE, code_version
+    from domainsmith.code_version import results_code_version
 
     recipe = str(tiny_project / "recipe.yaml")
     assert runner.invoke(app, ["run", recipe, "--json"]).exit_code == 0
     manifest_path = tiny_project / "runs" / "sft" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    assert manifest["code"] == code_version(TRAINING_CODE)
-    manifest["code"] = "0123456789abcdef"  # as if trained before the training code changed
-    manifest_path.write_text(json.dumps(manifest))
-    monkeypatch.setattr("domainsmith.evaluation.code_version", lambda parts: "another build")
+    assert json.loads(manifest_path.read_text())["code"] == results_code_version()
+    for module in ("pipeline", "evaluation"):
+        monkeypatch.setattr(f"domainsmith.{module}.results_code_version", lambda: "another build")
 
     again = runner.invoke(app, ["run", recipe, "--json"])
     assert again.exit_code == 0, again.output
     # The adapter is kept (retraining is the user's call), with a warning; scores are recomputed.
     assert "stage 'sft': up to date, reusing" in again.stderr and "stage 'sft': training" not in again.stderr
-    assert "trained by training code 0123456789abcdef" in again.stderr and "delete" in again.stderr
+    assert f"trained by code {results_code_version()}" in again.stderr and "delete" in again.stderr
     assert "eval 'base': up to date" not in again.stderr and "eval 'sft': up to date" not in again.stderr
+
+    # A stage that died under one build and is resumed by another says so, and keeps the build that started it.
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(status="running", code="0123456789abcdef")
+    manifest_path.write_text(json.dumps(manifest))
+    resumed = runner.invoke(app, ["train", recipe, "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "stage 'sft': resuming" in resumed.stderr and "started by code 0123456789abcdef" in resumed.stderr
+    assert json.loads(manifest_path.read_text())["code"] == "0123456789abcdef"

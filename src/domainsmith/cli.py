@@ -168,7 +168,8 @@ def train(recipe: RecipeArg, json_out: JsonOpt = False, on_bad_record: BadOpt = 
 @app.command("eval")
 @user_errors
 def eval_cmd(recipe: RecipeArg, json_out: JsonOpt = False, modes: ModesOpt = None):
-    """Evaluate the base model and every trained stage on the recipe's suites, in every eval mode; write eval.json."""
+    """Evaluate the base model and every trained stage on the recipe's suites, in every eval mode; write eval.json
+    and rewrite summary.json to match."""
     from .pipeline import evaluate_trained
     from .recipe import load_recipe
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .code_version import EVALUATION_CODE, code_version
+from .code_version import results_code_version
 from .errors import LeakageError
 from .evaluate.compare import compare_suites, strategy_matrix
 from .evaluate.suites import LoadedSuites, suite_fingerprints
@@ -142,7 +142,7 @@ def _evaluate_variant(recipe, variant, suites: LoadedSuites, suite_fp: dict[str,
 
     settings = recipe.eval.model_dump(mode="json", exclude=_SCORING_EXCLUDE)
     bf16 = use_bf16("auto")
-    code = code_version(EVALUATION_CODE)  # a changed scorer rescores
+    code = results_code_version()  # changed scoring code rescores
     loaded = None
     out = {}
     for mode in recipe.eval.modes:
@@ -275,17 +275,18 @@ def _harness(recipe: Recipe, variants: list, log: Log) -> dict:
     settings = recipe.eval.harness
     if settings is None:
         return {}
-    from .evaluate.lm_harness import run_harness
+    from .evaluate.lm_harness import SHIPPED_TASKS_DIR, run_harness
     from .evaluate.suites import path_fingerprint
     from .precision import use_bf16
 
     task_dirs = [recipe.resolve(p) for p in settings.task_dirs]
     bf16 = use_bf16("auto")
-    code = code_version(EVALUATION_CODE)
+    code = results_code_version()
+    tasks_fp = [path_fingerprint(d) for d in [SHIPPED_TASKS_DIR, *task_dirs]]  # the shipped tasks are data, not code
     out = {}
     for v in variants:
         inputs = {"variant": v.fingerprint, "settings": settings.model_dump(mode="json"), "bf16": bf16,
-                  "task_dirs": [path_fingerprint(d) for d in task_dirs], "code": code}  # fmt: skip
+                  "task_dirs": tasks_fp, "code": code}  # fmt: skip
         fp = json_sha256(inputs)
         cache = recipe.out_dir / "eval" / f"{v.name}.harness.json"
         cached = read_if_current(cache, fp)

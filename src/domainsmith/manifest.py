@@ -28,30 +28,38 @@ def stage_state(stage_dir: Path, fingerprint: str) -> StageState:
     return StageState(manifest.get("status", "running"), manifest)
 
 
-def begin_stage(stage_dir: Path, fingerprint: str, inputs: dict) -> StageState:
-    """Prepare `stage_dir` for (re)running: a stale dir is cleared, a dir that died with the same inputs is kept."""
+def begin_stage(stage_dir: Path, fingerprint: str, inputs: dict, code: str) -> StageState:
+    """Prepare `stage_dir` for (re)running: a stale dir is cleared, a dir that died with the same inputs is kept (with
+    the version of the code that started it). `code`: this build's results code (code_version.py)."""
     state = stage_state(stage_dir, fingerprint)
     if state.status == "stale":
         shutil.rmtree(stage_dir)
     if state.status != "running":
         stage_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(stage_dir / MANIFEST, {"fingerprint": fingerprint, "status": "running", "inputs": inputs})
+        manifest = {"fingerprint": fingerprint, "status": "running", "code": code, "inputs": inputs}
+        atomic_write_json(stage_dir / MANIFEST, manifest)
     return state
 
 
-def complete_stage(stage_dir: Path, fingerprint: str, inputs: dict, result: dict, code: str) -> None:
-    """Mark the stage done; `code` is the version of the training code that built it (code_version.py)."""
+def complete_stage(stage_dir: Path, fingerprint: str, inputs: dict, result: dict, code: str | None) -> None:
+    """Mark the stage done; `code` is the version of the code that started it (None: a build that did not record
+    it)."""
     manifest = {"fingerprint": fingerprint, "status": "complete", "code": code, "inputs": inputs, "result": result}
     atomic_write_json(stage_dir / MANIFEST, manifest)
 
 
 def other_build_warning(name: str, stage_dir: Path, manifest: dict, code: str) -> str | None:
-    """A warning when a reused stage was trained by another version of the training code, else None."""
+    """A warning when a stage being reused or resumed was started by another version of the results code."""
     recorded = manifest.get("code")
     if recorded == code:
         return None
-    built = f"training code {recorded}" if recorded else "a build that did not record its training code"
+    built = f"code {recorded}" if recorded else "a build that did not record its code"
+    if manifest.get("status") == "running":
+        return (
+            f"stage '{name}': started by {built}, resumed by this build ({code}): its weights will mix both (delete "
+            f"{stage_dir} to start over)"
+        )
     return (
-        f"stage '{name}': trained by {built}, and this build's is {code}; reusing it anyway (delete {stage_dir} to "
-        "retrain with this build)"
+        f"stage '{name}': trained by {built}, and this build's is {code}; reusing it anyway (to retrain with this "
+        f"build, delete {stage_dir} and the directories of the stages after it, which build on it)"
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .code_version import TRAINING_CODE, code_version
+from .code_version import results_code_version
 from .data.instructions import OnBadRecord
 from .data.sources import LoadedSources, load_instruction_sources
 from .errors import LeakageError
@@ -191,7 +191,7 @@ def _walk_stages(
     input_path, parent_fp = base.model_path, base.fingerprint
     data_fp = _data_fingerprint(recipe) if recipe.stages else []
     stage_fps: dict[str, str] = {}
-    code = code_version(TRAINING_CODE)
+    code = results_code_version()
     for i, stage in enumerate(recipe.stages):
         # A later stage trains on this stage's full weights, so a LoRA stage followed by another is merged. A
         # reward model is no chat model: nothing continues from it, and it continues from its input.
@@ -226,8 +226,14 @@ def _walk_stages(
             verb = "resuming" if state.status == "running" else "training"
             how = f"{stage.finetuning} {stage.type}, {describe_precision(stage.precision)}"
             log(f"stage '{stage.name}': {verb} ({how}) -> {stage_dir}")
+            started_by = code
+            if state.status == "running":
+                warning = other_build_warning(stage.name, stage_dir, state.manifest, code)
+                if warning:
+                    log(warning)
+                started_by = state.manifest.get("code")
             if is_main_process():
-                begin_stage(stage_dir, fp, inputs)
+                begin_stage(stage_dir, fp, inputs, code)
             if stage.type == "sft":
                 trained = run_sft(recipe, stage, input_path, stage_dir, on_bad_record, show_progress, sources)
             elif stage.type == "dpo":
@@ -240,7 +246,7 @@ def _walk_stages(
                 trained = run_pretrain(recipe, stage, input_path, stage_dir, show_progress, log)
             result = {"artifact": trained.artifact, "metrics": trained.metrics}
             if is_main_process():
-                complete_stage(stage_dir, fp, inputs, result, code)
+                complete_stage(stage_dir, fp, inputs, result, started_by)
         artifact = stage_dir / result["artifact"]
         if stage.type == "rm":
             continue

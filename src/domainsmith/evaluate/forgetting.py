@@ -37,12 +37,12 @@ def kl_from_base(recipe: Recipe, variants: list, suites: LoadedSuites, scored: d
         answers += [predictions.get(it.id, "").strip() or it.answers[0] for it in items]  # an empty reply: the gold
     if not chats:
         return {}
-    from ..code_version import EVALUATION_CODE, code_version
+    from ..code_version import results_code_version
     from ..precision import use_bf16
 
     bf16 = use_bf16("auto")
     prompts_fp = json_sha256([chats, answers])
-    code = code_version(EVALUATION_CODE)
+    code = results_code_version()
     out = {}
     for variant in variants[1:]:
         fp = json_sha256(
