@@ -4,11 +4,13 @@ import json
 
 import pytest
 from conftest import write_jsonl
+from rich.console import Console
 
 from domainsmith.plan import PlanRequest, plan_command
 from domainsmith.plan.advice import Situation, advise, rank_strategies
 from domainsmith.plan.choices import base_or_chat, choose_method, choose_precision
 from domainsmith.plan.inspect import estimate_tokens
+from domainsmith.plan.render import render_plan
 
 
 def by_name(ranked: list[dict]) -> dict[str, dict]:
@@ -121,6 +123,10 @@ def test_method_lora_when_memory_is_short_full_with_offload_otherwise():
     assert short["choice"] == "lora" and "P-tuning" in short["reason"]
     offload = choose_method(Situation(fits_by_method={"full": ["zero3_offload"], "lora": ["ddp"]}))
     assert offload["choice"] == "full" and offload["setup"] == "zero3_offload" and "offload" in offload["reason"]
+    assert "LoRA fits without it" in offload["reason"]
+    # LoRA with a null space whose moments do not fit: the advice must not claim LoRA fits.
+    no_lora = choose_method(Situation(fits_by_method={"full": ["zero3_offload"], "lora": []}))
+    assert no_lora["choice"] == "full" and "LoRA" not in no_lora["reason"]
     roomy = choose_method(Situation(fits_by_method={"full": ["zero2", "zero3"], "lora": ["ddp"]}))
     assert roomy["choice"] == "full" and roomy["setup"] == "zero2" and "forgets less" in roomy["reason"]
 
@@ -153,7 +159,8 @@ def test_recipe_plan_inspects_instructions_and_raw_text(tmp_path):
         "  - {path: general.jsonl, role: general}\n"
         "  - {path: handbook.txt, role: domain}\n"
         "stages:\n"
-        "  - {type: sft, finetuning: lora, epochs: 2, batch_size: 4, max_seq_len: 256}\n",
+        "  - {type: sft, finetuning: lora, epochs: 2, batch_size: 4, max_seq_len: 256, general_null_space: 0.99,\n"
+        "     null_space_directions: domain_ratio}\n",
         encoding="utf-8",
     )
     plan = plan_command(PlanRequest(recipe=tmp_path / "recipe.yaml", params="1B", gpu="L40S", detect_hardware=False))
@@ -167,3 +174,11 @@ def test_recipe_plan_inspects_instructions_and_raw_text(tmp_path):
     assert plan["memory"]["method"] == "lora" and plan["memory"]["numbers"]["seq_len"] == 256
     assert plan["compute"]["inputs"]["T"] == plan["data"]["total_tokens"] * 2  # two epochs
     assert plan["advice"]["base_or_chat"]["choice"] == "chat"
+    # The stage's null space reaches the memory estimate and the printed table.
+    assert plan["memory"]["numbers"]["null_space"] == "domain_ratio"
+    rows = {r["setup"]: r for r in plan["memory"]["per_gpu"]}
+    assert rows["ddp"]["null_space_gib"] > 0 and rows["ddp"]["refused"] is None and rows["zero3"]["refused"]
+    console = Console(record=True, width=200)
+    render_plan(plan, console)
+    printed = console.export_text()
+    assert "general_null_space (domain_ratio)" in printed and "no*" in printed

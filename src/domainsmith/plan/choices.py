@@ -86,8 +86,8 @@ def choose_method(s: Situation) -> dict:
         return {
             "choice": "full",
             "setup": full[0],
-            "reason": "full fine-tuning fits only with ZeRO-3 + CPU offload (slower: optimizer steps on the CPU); "
-            "LoRA fits without it",
+            "reason": "full fine-tuning fits only with ZeRO-3 + CPU offload (slower: optimizer steps on the CPU)"
+            + ("; LoRA fits without it" if fits.get("lora") else ""),
             "source": ZERO_SRC,
             "heuristic": False,
         }

@@ -122,10 +122,15 @@ def null_space_widths(inputs: MemoryInputs) -> list[int]:
     return [dims[group[0]][0] for group in _SHARED_INPUTS if adapted & set(group)]
 
 
+def has_null_space(inputs: MemoryInputs) -> bool:
+    """A LoRA stage with general_null_space (full and freeze ignore it: the recipe refuses that combination)."""
+    return inputs.null_space is not None and inputs.method in ("lora", "qlora")
+
+
 def null_space_bytes(inputs: MemoryInputs) -> dict[str, float]:
     """general_null_space's bytes on the adapter's GPU: `setup` while the bases are computed (moments and the
     decomposition workspace), `bases` kept through training. Zero without a null space."""
-    if inputs.null_space is None or inputs.method not in ("lora", "qlora"):
+    if not has_null_space(inputs):
         return {"setup": 0.0, "bases": 0.0}
     widths = null_space_widths(inputs)
     layers = _lora_layer_count(inputs)
@@ -295,7 +300,7 @@ def estimate_setup(inputs: MemoryInputs, setup: str, gpu_memory_gib: float | Non
     null_space_phase = states["weights"] + null_space["setup"] + inputs.overhead_bytes if null_space["setup"] else 0.0
     peak = max(persistent + max(act_phase, grad_phase) + inputs.overhead_bytes, null_space_phase)
     refused = None
-    if null_space["setup"] and setup != "ddp":
+    if has_null_space(inputs) and setup != "ddp":
         refused = "general_null_space runs in one process or under DDP"
     fits = None if gpu_memory_gib is None else bool(peak <= gpu_memory_gib * GIB) and refused is None
     return {
@@ -359,7 +364,7 @@ def estimate_memory(inputs: MemoryInputs, gpu_memory_gib: float | None = None, s
             else None,
             "lora_layers": _lora_layer_count(inputs) if inputs.method in ("lora", "qlora") else None,
             "grad_checkpointing": inputs.grad_checkpointing,
-            "null_space": inputs.null_space if null_space_bytes(inputs)["setup"] else None,
+            "null_space": inputs.null_space if has_null_space(inputs) else None,
         },
         "formulas": {
             "bytes_per_trainable_param": "DeepSpeed mixed precision: 2 weights16 + 2 grads16 + 4 grads32 + 4 master32 "

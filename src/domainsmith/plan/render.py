@@ -73,13 +73,14 @@ def _memory_table(plan: dict) -> Table | None:
         f"largest module={human_count(n['L_largest_module'])}; "
         + (f"{gpu['name']}: {gpu['memory_gib']:g} GiB" if gpu else "no --gpu: fit not checked")
     )
-    ddp = next((r for r in m["per_gpu"] if r["setup"] == "ddp"), None)
-    if n.get("null_space") and ddp:
+    if n.get("null_space"):
+        row = m["per_gpu"][0]  # the same moments and bases in every setup
         table.caption += (
-            f"\ngeneral_null_space ({n['null_space']}): {ddp['null_space_setup_gib']:.2f} GiB before training "
-            f"(weights + moments), bases {ddp['null_space_gib']:.2f} GiB in 'other'; *: it runs in one process or "
-            "under DDP only"
+            f"\ngeneral_null_space ({n['null_space']}): {row['null_space_setup_gib']:.2f} GiB before training "
+            f"(weights + moments), bases {row['null_space_gib']:.2f} GiB in 'other'"
         )
+    if any(r["refused"] for r in m["per_gpu"]):
+        table.caption += "\n*: general_null_space runs in one process or under DDP only"
     return table
 
 
