@@ -99,3 +99,16 @@ eval:
 """
     (tmp_path / "recipe.yaml").write_text(recipe, encoding="utf-8")
     return tmp_path
+
+
+def launch_two_processes(args: list[str], timeout: int = 600):
+    """`accelerate launch` with two CPU processes (gloo: --multi_gpu is accelerate's multi-process mode, and without
+    CUDA domainsmith's and the Trainer's accelerators use the CPU). `args`: a script and its arguments, or `-m mod`."""
+    import subprocess
+    import sys
+
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
+    cmd = [str(accelerate), *launch, "--mixed_precision", "no", *map(str, args)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

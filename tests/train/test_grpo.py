@@ -5,9 +5,6 @@ and takes a trained rm stage as its reward."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -147,11 +144,9 @@ def test_the_reward_log_covers_every_rank_under_two_processes(tmp_path):
     from domainsmith.train.rewards import RewardLog
 
     script = _write(tmp_path / "score.py", [_TWO_RANKS_SCORING])
-    accelerate = Path(sys.executable).parent / "accelerate"
-    launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
-    cmd = [str(accelerate), *launch, "--mixed_precision", "no", str(script), str(tmp_path / "rewards.jsonl")]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    from conftest import launch_two_processes
+
+    result = launch_two_processes([script, tmp_path / "rewards.jsonl"], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "rewards.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]  # written once per batch, by rank 0

@@ -7,8 +7,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -305,12 +303,9 @@ def test_two_processes_under_accelerate_agree_on_the_loss(tmp_path, tiny_model_d
     save_steps: 2
     precision: fp32"""
     recipe = _text_project(tmp_path, tiny_model_dir, stages)
-    accelerate = Path(sys.executable).parent / "accelerate"
-    # --multi_gpu is accelerate's multi-process mode; without CUDA, domainsmith's Accelerator(cpu=True) uses gloo.
-    launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
-    cmd = [str(accelerate), *launch, "--mixed_precision", "no", "-m", "domainsmith.cli", "train", str(recipe)]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    from conftest import launch_two_processes
+
+    result = launch_two_processes(["-m", "domainsmith.cli", "train", recipe])
     assert result.returncode == 0, result.stderr[-3000:]
     stage_dir = tmp_path / "run" / "cpt"
     ranks = [[json.loads(line) for line in (stage_dir / f"metrics.rank{r}.jsonl").read_text().splitlines()]

@@ -158,7 +158,11 @@ def _layer_moments(model, layers: dict, batches):
                 group_of[name] = last_group
                 return
             group = group_of.setdefault(name, len(moments))
-            moments[group] = moments.get(group, 0) + token_moment(x[state["mask"]])
+            moment = token_moment(x[state["mask"]])
+            if group in moments:
+                moments[group].add_(moment)  # in place: one d x d per input, not two
+            else:
+                moments[group] = moment
             state["last"] = (x, group)
 
         return pre_hook
