@@ -213,9 +213,7 @@ def _walk_stages(
         state = stage_state(stage_dir, fp)
         if state.status == "complete":
             log(f"stage '{stage.name}': up to date, reusing {stage_dir}")
-            warning = other_build_warning(stage.name, stage_dir, state.manifest, code)
-            if warning:
-                log(warning)
+            _log_other_build(log, stage.name, stage_dir, state.manifest, code)
             result = state.manifest["result"]
         elif not train:
             log(f"stage '{stage.name}': not trained with the current recipe (run `domainsmith train`); skipped")
@@ -228,9 +226,7 @@ def _walk_stages(
             log(f"stage '{stage.name}': {verb} ({how}) -> {stage_dir}")
             started_by = code
             if state.status == "running":
-                warning = other_build_warning(stage.name, stage_dir, state.manifest, code)
-                if warning:
-                    log(warning)
+                _log_other_build(log, stage.name, stage_dir, state.manifest, code)
                 started_by = state.manifest.get("code")
             if is_main_process():
                 begin_stage(stage_dir, fp, inputs, code)
@@ -258,6 +254,12 @@ def _walk_stages(
             next_input = str(artifact)
         input_path, parent_fp = next_input, fp
     return variants
+
+
+def _log_other_build(log: Log, name: str, stage_dir: Path, manifest: dict, code: str) -> None:
+    warning = other_build_warning(name, stage_dir, manifest, code)
+    if warning:
+        log(warning)
 
 
 def is_main_process() -> bool:
