@@ -112,3 +112,20 @@ def launch_two_processes(args: list[str], timeout: int = 600):
     cmd = [str(accelerate), *launch, "--mixed_precision", "no", *map(str, args)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+class SimulatedKill(RuntimeError):
+    """Raised by `kill_sft_at_step` where a killed process would stop."""
+
+
+def kill_sft_at_step(monkeypatch, step: int) -> None:
+    """Make the next run_sft die at the end of optimizer step `step` (checkpoints saved until then stay on disk);
+    `monkeypatch.undo()` lets the following run finish."""
+    import domainsmith.train.sft as sft_module
+
+    class KillingLogger(sft_module.JsonlLossLogger):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise SimulatedKill(f"simulated kill at step {step}")
+
+    monkeypatch.setattr(sft_module, "JsonlLossLogger", KillingLogger)

@@ -157,20 +157,12 @@ def test_target_only_logits_loss_equals_full_loss(tmp_path, tiny_model_dir):
 
 
 def test_interrupted_stage_resumes_from_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
-    import domainsmith.train.sft as sft_module
-
-    class Crash(RuntimeError):
-        pass
-
-    class CrashingLogger(sft_module.JsonlLossLogger):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 5:
-                raise Crash("simulated kill at step 5")
+    from conftest import SimulatedKill, kill_sft_at_step
 
     recipe = _recipe(tmp_path, "lora")  # save_steps: 3
     stage_dir = tmp_path / "stage"
-    monkeypatch.setattr(sft_module, "JsonlLossLogger", CrashingLogger)
-    with pytest.raises(Crash):
+    kill_sft_at_step(monkeypatch, 5)
+    with pytest.raises(SimulatedKill):
         run_sft(recipe, recipe.stages[0], str(tiny_model_dir), stage_dir, show_progress=False)
     assert (stage_dir / "checkpoints" / "checkpoint-3").is_dir()
     assert not (stage_dir / "adapter").exists()

@@ -336,21 +336,13 @@ def test_sft_with_the_null_space_trains_under_two_processes(tiny_project):
 
 
 def test_an_interrupted_null_space_run_resumes_to_the_same_adapter(tmp_path, tiny_model_dir, monkeypatch):
-    import domainsmith.train.sft as sft_module
-
-    class Crash(RuntimeError):
-        pass
-
-    class CrashingLogger(sft_module.JsonlLossLogger):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 5:
-                raise Crash("simulated kill at step 5")
+    from conftest import SimulatedKill, kill_sft_at_step
 
     recipe = _recipe(tmp_path, 0.99, directions="domain_ratio")
     stage = recipe.stages[0].model_copy(update={"save_steps": 3})
     whole = run_sft(recipe, stage, str(tiny_model_dir), tmp_path / "whole", show_progress=False)
-    monkeypatch.setattr(sft_module, "JsonlLossLogger", CrashingLogger)
-    with pytest.raises(Crash):
+    kill_sft_at_step(monkeypatch, 5)
+    with pytest.raises(SimulatedKill):
         run_sft(recipe, stage, str(tiny_model_dir), tmp_path / "cut", show_progress=False)
     monkeypatch.undo()
     # The bases are computed again from the frozen model (the checkpoint's adapter is loaded only once training
